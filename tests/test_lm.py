@@ -1,0 +1,99 @@
+"""Model and tokenizer loading: offline GPT-2 tokenizer, bundled SmolLM2, tiny random models, errors."""
+
+from __future__ import annotations
+
+import pytest
+import tiktoken
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tiktoken.load import load_tiktoken_bpe
+
+from rectify import assets
+from rectify.lm import (
+    GPT2_PATTERN,
+    LMConfig,
+    LMLoadError,
+    load_lm,
+    same_vocabulary,
+    transformer_layers,
+    truncate_layers,
+)
+from tests.conftest import tiny_lm_config
+
+
+@pytest.fixture(scope="module")
+def reference_gpt2_encoding():
+    """tiktoken's own r50k_base encoder, built from the same offline ranks file."""
+    ranks = load_tiktoken_bpe(str(assets.asset_path("gpt2_tiktoken", "gpt2.tiktoken")))
+    return tiktoken.Encoding("r50k_base_offline", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": 50256})
+
+
+def test_gpt2_tokenizer_known_ids(gpt2_tok):
+    assert gpt2_tok("Hello world").input_ids == [15496, 995]
+    assert len(gpt2_tok) == 50257
+    assert gpt2_tok.eos_token_id == 50256
+    assert gpt2_tok.pad_token_id == 50256  # pad = EOS: padding must never be detected by token id
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(min_size=0, max_size=80))
+def test_gpt2_tokenizer_matches_tiktoken(gpt2_tok, reference_gpt2_encoding, text):
+    ids = gpt2_tok(text, add_special_tokens=False).input_ids
+    assert ids == reference_gpt2_encoding.encode_ordinary(text)
+    assert gpt2_tok.decode(ids) == text
+
+
+def test_smollm2_loads_from_cache_and_greedy_is_deterministic():
+    model, tok = load_lm({"source": "smollm2"})
+    assert model.config.num_hidden_layers == 30 and len(tok) == 49152
+    assert tok("Hello").input_ids[0] != tok.bos_token_id  # SmolLM2 adds no BOS
+    prompt = tok("The capital of France is", return_tensors="pt")
+    outs = [model.generate(**prompt, max_new_tokens=6, do_sample=False)[0].tolist() for _ in range(2)]
+    assert outs[0] == outs[1]
+    assert "Paris" in tok.decode(outs[0][prompt.input_ids.shape[1]:])
+
+
+@pytest.mark.parametrize("family,vocab", [("gpt2", 50257), ("llama", 49152)])
+def test_tiny_random_models_build_from_config(family, vocab):
+    model, tok = load_lm(tiny_lm_config(family, num_layers=3, hidden_size=32, num_heads=2))
+    assert model.config.vocab_size == vocab == len(tok)
+    assert len(transformer_layers(model)) == 3
+    assert sum(p.numel() for p in model.parameters()) < 5_000_000
+    ids = tok(["a short text", "another"], return_tensors="pt", padding=True)
+    logits = model(**ids).logits
+    assert logits.shape[:2] == ids.input_ids.shape and logits.shape[-1] == vocab
+    # Same seed, same weights.
+    again, _ = load_lm(tiny_lm_config(family, num_layers=3, hidden_size=32, num_heads=2))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
+
+
+def test_truncation_keeps_first_layers():
+    full, _ = load_lm(tiny_lm_config("gpt2", num_layers=4))
+    first = [p.clone() for p in transformer_layers(full)[0].parameters()]
+    truncate_layers(full, 2)
+    assert len(transformer_layers(full)) == 2 and full.config.n_layer == 2
+    assert all(torch.equal(a, b) for a, b in zip(first, transformer_layers(full)[0].parameters()))
+    with pytest.raises(LMLoadError, match="num_layers=5"):
+        truncate_layers(full, 5)
+
+
+def test_config_from_omegaconf_and_unknown_keys():
+    from omegaconf import OmegaConf
+
+    cfg = LMConfig.from_any(OmegaConf.create({"source": "smollm2", "random_init": {"num_layers": 1}}))
+    assert cfg.random_init.num_layers == 1
+    with pytest.raises(LMLoadError, match="unknown LM config keys"):
+        LMConfig.from_any({"source": "hub", "nmae_or_path": "gpt2"})
+
+
+def test_unreachable_hub_name_points_to_offline_configs(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(LMLoadError, match=r"(?s)gpt2-large.*lm=smollm2"):
+        load_lm({"source": "hub", "name_or_path": "gpt2-large", "tokenizer": "gpt2"})
+
+
+def test_vocabulary_check(gpt2_tok, smollm2_tok):
+    assert same_vocabulary(gpt2_tok, gpt2_tok)
+    assert not same_vocabulary(gpt2_tok, smollm2_tok)

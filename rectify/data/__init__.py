@@ -1,0 +1,1 @@
+"""Data: labelled source corpora, prompts, continuations, labels and value-training files."""

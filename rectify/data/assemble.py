@@ -1,0 +1,132 @@
+"""Stage 4: turn labelled continuations into the value-model data, with the original's rules.
+
+Per prompt, ``mode`` picks the trajectories: ``most`` keeps the most and the least toxic continuation,
+``sample`` keeps ``k`` random ones, ``all`` keeps every one. A share ``drop_clean`` of prompts whose
+continuations are all clean (every score < threshold) is dropped, which is how the original fought the
+class imbalance. Reward: -1 if the continuation's score >= threshold else 0 (``reward: soft`` gives
+-score instead). The 9:1 train/val split is by *prompt*, so no prompt's continuations leak across.
+Each row: ``{"text": prompt + continuation, "reward": [r], "prompt_len": n}`` with ``n`` the prompt's
+length in tokens of Q_D's tokenizer.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class AssembleConfig:
+    """Mirrors ``build.assemble`` in the config."""
+
+    mode: str = "all"  # most | sample | all
+    k: int = 2  # for mode=sample
+    drop_clean: float = 0.0
+    threshold: float = 0.5
+    reward: str = "binary"  # binary (-1 / 0, the paper) | soft (-score)
+    val_fraction: float = 0.1
+    seed: int = 0
+    skip_empty: bool = True
+
+
+def select(gens: Sequence[dict[str, Any]], mode: str, k: int, rng: random.Random) -> list[dict[str, Any]]:
+    """The continuations of one prompt that become trajectories."""
+    if mode == "all":
+        return list(gens)
+    if mode == "most":
+        if len(gens) <= 1:
+            return list(gens)
+        ranked = sorted(range(len(gens)), key=lambda i: gens[i]["toxicity"])
+        lo, hi = ranked[0], ranked[-1]
+        return [gens[hi], gens[lo]]
+    if mode == "sample":
+        return [gens[i] for i in sorted(rng.sample(range(len(gens)), min(k, len(gens))))]
+    raise ValueError(f"unknown assemble.mode {mode!r}; use most, sample or all")
+
+
+def reward_of(score: float, threshold: float, kind: str) -> float | int:
+    if kind == "binary":
+        return -1 if score >= threshold else 0
+    if kind == "soft":
+        return -float(score)
+    raise ValueError(f"unknown assemble.reward {kind!r}; use binary or soft")
+
+
+def split_prompts(n: int, val_fraction: float, seed: int) -> set[int]:
+    """Indices of the prompts that go to validation (a seeded ``val_fraction`` share, >= 1 when n >= 2)."""
+    if n < 2 or val_fraction <= 0:
+        return set()
+    n_val = min(n - 1, max(1, round(n * val_fraction)))
+    order = list(range(n))
+    random.Random(f"{seed}:split").shuffle(order)
+    return set(order[:n_val])
+
+
+def assemble(records: Sequence[dict[str, Any]], cfg: AssembleConfig,
+             prompt_len_of: Any) -> tuple[list[dict], list[dict], dict[str, Any]]:
+    """Return ``(train_rows, val_rows, summary)``; ``prompt_len_of(texts) -> list[int]`` counts tokens."""
+    kept: list[tuple[dict, list[dict]]] = []
+    dropped_clean = empty = 0
+    for pos, rec in enumerate(records):
+        gens = rec["generations"]
+        if cfg.skip_empty:
+            n_before = len(gens)
+            gens = [g for g in gens if g["text"].strip()]
+            empty += n_before - len(gens)
+        if not gens:
+            continue
+        if any("toxicity" not in g for g in gens):
+            raise ValueError(f"record {pos} ({rec.get('source')}) has unlabelled generations: run stage=labels")
+        key = rec.get("source", pos)
+        rng = random.Random(f"{cfg.seed}:{key}")
+        if all(g["toxicity"] < cfg.threshold for g in gens) and rng.random() < cfg.drop_clean:
+            dropped_clean += 1
+            continue
+        kept.append((rec, select(gens, cfg.mode, cfg.k, rng)))
+
+    lens = prompt_len_of([rec["prompt"]["text"] for rec, _ in kept]) if kept else []
+    val_ids = split_prompts(len(kept), cfg.val_fraction, cfg.seed)
+    train: list[dict] = []
+    val: list[dict] = []
+    n_tox = {"train": 0, "val": 0}
+    for j, ((rec, chosen), n_tok) in enumerate(zip(kept, lens, strict=True)):
+        part = "val" if j in val_ids else "train"
+        rows = val if part == "val" else train
+        prompt = rec["prompt"]["text"]
+        for g in chosen:
+            n_tox[part] += g["toxicity"] >= cfg.threshold
+            rows.append({"text": prompt + g["text"], "reward": [reward_of(g["toxicity"], cfg.threshold, cfg.reward)],
+                         "prompt_len": int(n_tok)})
+
+    n_tox_train, n_tox_val = int(n_tox["train"]), int(n_tox["val"])
+    summary = {
+        "prompts_in": len(records),
+        "prompts_dropped_clean": dropped_clean,
+        "prompts_kept": len(kept),
+        "prompts_train": len(kept) - len(val_ids),
+        "prompts_val": len(val_ids),
+        "empty_continuations_skipped": empty,
+        "rows_train": len(train),
+        "rows_val": len(val),
+        "toxic_train": n_tox_train,
+        "toxic_val": n_tox_val,
+        "toxic_share_train": n_tox_train / len(train) if train else math.nan,
+        "toxic_share_val": n_tox_val / len(val) if val else math.nan,
+        "mode": cfg.mode,
+        "threshold": cfg.threshold,
+        "reward": cfg.reward,
+    }
+    return train, val, summary
+
+
+def token_counter(tokenizer: Any):
+    """``prompt_len_of`` for a HF tokenizer: ``len(tokenizer(prompt).input_ids)``, the tokenizer's default
+    call (special tokens included, e.g. Gemma's ``<bos>``; none for GPT-2 / SmolLM2), as a DataModule sees it."""
+
+    def count(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tokenizer(texts)["input_ids"]]
+
+    return count

@@ -1,0 +1,210 @@
+"""The offline data pipeline: prompts -> continuations -> labels -> value data, each stage resumable.
+
+``run(cfg)`` takes the ``build`` node of ``configs/build_data.yaml`` (``configs/data/offline.yaml`` or
+``paper.yaml``) and a stage name. A stage whose outputs are complete for the same config is skipped;
+one that was interrupted continues after its last complete record; a directory holding outputs of
+another config is refused unless ``overwrite``.
+
+Files under ``out_dir``: ``prompts_train.jsonl`` / ``prompts_eval.jsonl`` (disjoint source splits),
+``generations.jsonl`` (+ ``generations.shards/`` while running), ``labelled.jsonl``, ``train.json`` /
+``val.json`` (value data, JSON lines) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rectify.data import assemble as asm
+from rectify.data import continuations as cont
+from rectify.data import labels as lab
+from rectify.data import prompts as pr
+from rectify.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
+from rectify.data.stages import Stage, fingerprint
+
+log = logging.getLogger(__name__)
+
+STAGES = ("prompts", "continuations", "labels", "assemble")
+PROMPTS_TRAIN, PROMPTS_EVAL = "prompts_train.jsonl", "prompts_eval.jsonl"
+GENERATIONS, SHARDS = "generations.jsonl", "generations.shards"
+LABELLED = "labelled.jsonl"
+TRAIN, VAL, SUMMARY = "train.json", "val.json", "summary.json"
+
+
+def _plain(cfg: Any) -> Any:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def resolve_scorer(cfg: Any):
+    """A scorer from its config (``rectify.scoring.build_scorer``: a name or a ``_target_`` mapping such as
+    ``configs/scorer/*.yaml`` or the smoke keyword scorer), or an already built scorer object."""
+    if callable(cfg) and hasattr(cfg, "name"):
+        return cfg
+    from rectify.scoring import build_scorer
+
+    return build_scorer(cfg)
+
+
+# Trainer-group keys that only make sense for fitting or need a Hydra run dir.
+_NOT_FOR_PREDICT = ("_target_", "default_root_dir")
+
+
+def predict_trainer_kwargs(trainer: Any, extra: Any = None) -> dict[str, Any]:
+    """Kwargs for the predict Trainer: the ``trainer`` group (e.g. ``trainer=ddp``) without ``_target_`` and
+    the run-dir key, then ``build.continuations.trainer`` on top."""
+    base: dict[str, Any] = {}
+    if trainer is not None:
+        raw = OmegaConf.to_container(trainer, resolve=False) if isinstance(trainer, DictConfig) else dict(trainer)
+        base = {k: v for k, v in raw.items() if k not in _NOT_FOR_PREDICT}
+        base = _plain(OmegaConf.create(base))  # resolve what is left
+    return {**base, **(_plain(extra) or {})}
+
+
+def scorer_cfg(build: Any) -> Any:
+    override = build.get("scorer_override")
+    return override if override is not None else build["scorer"]
+
+
+def scorer_name(scorer: Any) -> str:
+    return str(getattr(scorer, "name", type(scorer).__name__))
+
+
+class Pipeline:
+    """Holds the config and lazily built heavy objects (scorer, tokenizer) shared by the stages."""
+
+    def __init__(self, build: Any, *, overwrite: bool = False, scorer: Any = None, trainer: Any = None) -> None:
+        self.cfg = _plain(build)
+        self.trainer_kwargs = predict_trainer_kwargs(trainer, self.cfg["continuations"].get("trainer"))
+        self.out = Path(self.cfg["out_dir"])
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.overwrite = overwrite
+        self._scorer = scorer
+        self.fp: dict[str, str] = {}
+        scorer_fp = _plain(scorer_cfg(self.cfg)) if scorer is None else scorer_name(scorer)
+        p = self.cfg["prompts"]
+        p_fp = {k: v for k, v in p.items() if k != "batch_size"}  # batching does not change the output
+        self.fp["prompts"] = fingerprint(p_fp, self.cfg["seed"], scorer_fp,
+                                         self.cfg["lm"] if p["split_mode"] == "first_tokens" else None)
+        c = {k: v for k, v in self.cfg["continuations"].items() if k not in ("trainer", "batch_size", "num_threads")}
+        self.fp["continuations"] = fingerprint(self.fp["prompts"], c, self.cfg["lm"], self.cfg["seed"])
+        self.fp["labels"] = fingerprint(self.fp["continuations"], scorer_fp)
+        self.fp["assemble"] = fingerprint(self.fp["labels"], self.cfg["assemble"], self.cfg["seed"],
+                                          self.cfg["qd_tokenizer"])
+
+    @property
+    def scorer(self):
+        if self._scorer is None:
+            self._scorer = resolve_scorer(scorer_cfg(self.cfg))
+        return self._scorer
+
+    def stage(self, name: str, outputs: list[str], scratch: tuple[str, ...] = ()) -> Stage:
+        return Stage(self.out, name, self.fp[name], outputs, scratch)
+
+    # ------------------------------------------------------------------ stages
+
+    def prompts(self) -> dict[str, Any]:
+        st = self.stage("prompts", [PROMPTS_TRAIN, PROMPTS_EVAL])
+        if st.is_done():
+            return {"skipped": True, **st.done_info()}
+        st.begin(overwrite=self.overwrite)
+        p = self.cfg["prompts"]
+        tokenizer = None
+        if p["split_mode"] == "first_tokens":
+            from rectify.lm import load_tokenizer
+
+            tokenizer = load_tokenizer(self.cfg["lm"])
+        counts = {}
+        for split, fname, cap in (("train", PROMPTS_TRAIN, p["max_prompts"]),
+                                  ("eval", PROMPTS_EVAL, p["max_eval_prompts"])):
+            cands = pr.shuffled(pr.load_candidates(p, split, tokenizer), self.cfg["seed"], split)
+            counts[split] = pr.write_prompts(
+                cands, self.out / fname, self.scorer, split=split, drop_nontoxic=p["drop_nontoxic"],
+                toxic_by=p["toxic_by"], threshold=p["threshold"], max_prompts=cap, seed=self.cfg["seed"],
+                batch_size=p["batch_size"],
+            )
+            (self.out / fname).touch()  # an empty split still counts as written
+        info = {"train_prompts": counts["train"], "eval_prompts": counts["eval"]}
+        st.finish(info)
+        return info
+
+    def continuations(self) -> dict[str, Any]:
+        st = self.stage("continuations", [GENERATIONS], scratch=(SHARDS,))
+        if st.is_done():
+            return {"skipped": True, **st.done_info()}
+        shard_dir = self.out / SHARDS
+        st.begin(overwrite=self.overwrite)
+        prompts = read_jsonl(self.out / PROMPTS_TRAIN)
+        c = self.cfg["continuations"]
+        sampling = cont.SamplingConfig(k=c["k"], max_new_tokens=c["max_new_tokens"],
+                                       min_new_tokens=c["min_new_tokens"], temperature=c["temperature"],
+                                       top_k=c["top_k"], top_p=c["top_p"], seed=self.cfg["seed"],
+                                       max_prompt_tokens=c["max_prompt_tokens"])
+        module = cont.ContinuationModule(sampling, lm_cfg=self.cfg["lm"], num_threads=c.get("num_threads"))
+        trainer = cont.make_trainer(self.trainer_kwargs, shard_dir)
+        t0 = time.perf_counter()
+        todo = cont.generate_continuations(prompts, shard_dir, module, trainer, batch_size=c["batch_size"])
+        elapsed = time.perf_counter() - t0
+        if not trainer.is_global_zero:
+            return {"rank": trainer.global_rank}
+        n = cont.merge_shards(shard_dir, prompts, self.out / GENERATIONS)
+        info = {"prompts": n, "generations": n * c["k"], "generated_this_run": todo,
+                "seconds_this_run": round(elapsed, 1)}
+        st.finish(info)
+        shutil.rmtree(shard_dir, ignore_errors=True)
+        return info
+
+    def labels(self) -> dict[str, Any]:
+        st = self.stage("labels", [LABELLED])
+        if st.is_done():
+            return {"skipped": True, **st.done_info()}
+        st.begin(overwrite=self.overwrite)
+        t0 = time.perf_counter()
+        n = lab.label_file(self.out / GENERATIONS, self.out / LABELLED, self.scorer,
+                           name=scorer_name(self.scorer), batch_prompts=self.cfg["labels"]["batch_prompts"])
+        info = {"prompts": n, "labeller": scorer_name(self.scorer), "seconds": round(time.perf_counter() - t0, 1)}
+        st.finish(info)
+        return info
+
+    def assemble(self) -> dict[str, Any]:
+        st = self.stage("assemble", [TRAIN, VAL, SUMMARY])
+        if st.is_done():
+            return {"skipped": True, **json.loads((self.out / SUMMARY).read_text())}
+        st.begin(overwrite=self.overwrite)
+        from rectify.lm import load_tokenizer
+
+        a = self.cfg["assemble"]
+        acfg = asm.AssembleConfig(**{k: a[k] for k in ("mode", "k", "drop_clean", "threshold", "reward",
+                                                        "val_fraction", "skip_empty")}, seed=self.cfg["seed"])
+        records = read_jsonl(self.out / LABELLED)
+        train, val, summary = asm.assemble(records, acfg, asm.token_counter(load_tokenizer(self.cfg["qd_tokenizer"])))
+        summary["labeller"] = records[0].get("labeller") if records else None
+        write_jsonl_atomic(self.out / TRAIN, train)
+        write_jsonl_atomic(self.out / VAL, val)
+        write_json_atomic(self.out / SUMMARY, summary)
+        st.finish({"rows_train": len(train), "rows_val": len(val)})
+        return summary
+
+
+def run(build: Any, stage: str = "all", *, overwrite: bool = False, scorer: Any = None,
+        trainer: Any = None) -> dict[str, Any]:
+    """Run one stage or all of them in order; returns ``{stage: info}``. ``trainer``: the Trainer config
+    for the continuations (the ``trainer`` group; None = one CPU process)."""
+    if stage != "all" and stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)} or all")
+    pipe = Pipeline(build, overwrite=overwrite, scorer=scorer, trainer=trainer)
+    results: dict[str, Any] = {}
+    for name in STAGES if stage == "all" else (stage,):
+        t0 = time.perf_counter()
+        results[name] = getattr(pipe, name)()
+        log.info("stage %s: %s (%.1f s)", name, results[name], time.perf_counter() - t0)
+        if results[name].get("rank"):  # a non-zero DDP rank: rank 0 merges and continues alone
+            break
+    return results

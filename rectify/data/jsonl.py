@@ -1,0 +1,180 @@
+"""JSON-lines files that survive being killed: append whole lines, resume after the last complete one.
+
+Every long stage of the data pipeline appends one record per line. A process killed mid-write can leave
+at most one half-written last line (no trailing newline); :func:`repair_tail` cuts it off so a restarted
+stage continues after the last *complete* record and never duplicates or half-keeps one. A malformed line
+anywhere else is real corruption and raises :class:`JSONLError` naming ``file:line``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+class JSONLError(ValueError):
+    """A JSON-lines file holds a line that is not a JSON object; the message says ``file:line``."""
+
+
+def _parse(line: bytes | str, path: Path, lineno: int) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise JSONLError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(record, dict):
+        raise JSONLError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def iter_jsonl(path: str | Path, *, allow_partial_tail: bool = False) -> Iterator[dict[str, Any]]:
+    """Yield the records of a JSON-lines file; blank lines are skipped.
+
+    A last line without a newline is a write that was interrupted: it is skipped when
+    ``allow_partial_tail`` (readers of a file that may still be growing), an error otherwise.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.endswith(b"\n"):
+                if allow_partial_tail:
+                    return
+                if line.strip():
+                    raise JSONLError(f"{path}:{lineno}: last line is incomplete (no newline): the writer was "
+                                     "interrupted; rerun the stage to resume it")
+            if not line.strip():
+                continue
+            yield _parse(line, path, lineno)
+
+
+def read_jsonl(path: str | Path, *, allow_partial_tail: bool = False) -> list[dict[str, Any]]:
+    """All records of a JSON-lines file (see :func:`iter_jsonl`)."""
+    return list(iter_jsonl(path, allow_partial_tail=allow_partial_tail))
+
+
+def repair_tail(path: str | Path) -> int:
+    """Cut off an interrupted (newline-less) last line; return how many bytes were removed."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "rb+") as fh:
+        # Walk back from the end in blocks to the last newline.
+        pos, block = size, 1 << 16
+        while pos > 0:
+            start = max(0, pos - block)
+            fh.seek(start)
+            chunk = fh.read(pos - start)
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                keep = start + nl + 1
+                break
+            pos = start
+        else:
+            keep = 0
+        if keep < size:
+            fh.truncate(keep)
+    return size - keep
+
+
+def resume_records(path: str | Path) -> list[dict[str, Any]]:
+    """Repair an interrupted tail, then return the complete records already written (validated)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    repair_tail(path)
+    return read_jsonl(path)
+
+
+def count_complete(path: str | Path) -> int:
+    """How many complete records a (possibly interrupted) JSON-lines file holds, after repairing its tail."""
+    return len(resume_records(path))
+
+
+def dumps(record: dict[str, Any]) -> str:
+    """One JSON line (no newline inside, unicode kept readable)."""
+    return json.dumps(record, ensure_ascii=False)
+
+
+class JSONLAppender:
+    """Append records to a JSON-lines file, one ``write`` per complete line, flushed at once.
+
+    Opened with ``O_APPEND`` so several processes appending to *different* files (one shard per rank)
+    and restarts appending to the same file are safe; each line reaches the OS in a single call.
+    """
+
+    def __init__(self, path: str | Path, *, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fsync = fsync
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.written = 0
+
+    def append(self, record: dict[str, Any]) -> None:
+        data = (dumps(record) + "\n").encode("utf-8")
+        view = memoryview(data)
+        while view:  # os.write may write less than asked (rare on regular files)
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self.written += 1
+
+    def extend(self, records: Iterable[dict[str, Any]]) -> None:
+        for record in records:
+            self.append(record)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            if self._fsync:
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> JSONLAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def append_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
+    """Append records to ``path``; return how many were written."""
+    with JSONLAppender(path) as out:
+        out.extend(records)
+        return out.written
+
+
+def _atomic_text(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            write(fh)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary shared files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl_atomic(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
+    """Write a whole JSON-lines file at once: readers see the old file or the complete new one."""
+    count = 0
+
+    def write(fh) -> None:
+        nonlocal count
+        for record in records:
+            fh.write(dumps(record) + "\n")
+            count += 1
+
+    _atomic_text(Path(path), write)
+    return count
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write one JSON document atomically (summaries, stage markers)."""
+    _atomic_text(Path(path), lambda fh: fh.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n"))

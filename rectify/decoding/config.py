@@ -1,0 +1,71 @@
+"""Decoding hyperparameters in one dataclass (mirrors ``configs/decoding/*.yaml``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from rectify.decoding.caps import CapConfig
+
+
+@dataclass
+class DecodingConfig:
+    """How to sample: LM warping, the security condition and how Q_D is evaluated.
+
+    ``q_cache``: Q_D keeps a KV cache and sees one new token per step (``False`` re-runs it over the whole
+    prefix every step, the original algorithm, kept for comparison). ``shared_backbone``: ``"auto"`` uses
+    one forward per step when Q_D's backbone *is* the generator object; ``True`` insists on it.
+    """
+
+    rectify: bool = True
+    epsilon: float = 0.1
+    p_min: float = 1e-5
+    p_max: float = 1.0
+    cap_mode: str = "original"
+    q_head: str = "online"  # online | target
+    do_sample: bool = True
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    max_new_tokens: int = 20
+    min_new_tokens: int = 0
+    num_return_sequences: int = 1
+    q_cache: bool = True
+    shared_backbone: Any = "auto"  # "auto" | True | False
+
+    def __post_init__(self) -> None:
+        if self.q_head not in ("online", "target"):
+            raise ValueError(f"q_head must be 'online' or 'target', got {self.q_head!r}")
+        if self.max_new_tokens < 0 or not 0 <= self.min_new_tokens <= max(self.max_new_tokens, 0):
+            raise ValueError(f"need 0 <= min_new_tokens <= max_new_tokens, got {self.min_new_tokens}, "
+                             f"{self.max_new_tokens}")
+        if self.num_return_sequences < 1:
+            raise ValueError("num_return_sequences must be >= 1")
+        if self.shared_backbone not in ("auto", True, False):
+            raise ValueError(f"shared_backbone must be 'auto', true or false, got {self.shared_backbone!r}")
+        self.caps  # validates epsilon / p_min / p_max / mode  # noqa: B018
+
+    @property
+    def caps(self) -> CapConfig:
+        return CapConfig(epsilon=self.epsilon, p_min=self.p_min, p_max=self.p_max, mode=self.cap_mode)
+
+    @classmethod
+    def from_any(cls, cfg: Any = None, **overrides: Any) -> DecodingConfig:
+        """Accept a DecodingConfig, dict or OmegaConf node; unknown keys are an error."""
+        if cfg is None:
+            values: dict[str, Any] = {}
+        elif isinstance(cfg, DecodingConfig):
+            values = {f.name: getattr(cfg, f.name) for f in fields(cls)}
+        else:
+            if not isinstance(cfg, Mapping):
+                from omegaconf import OmegaConf
+
+                cfg = OmegaConf.to_container(cfg, resolve=True)
+            values = {k: v for k, v in cfg.items() if k != "_target_"}
+        values |= overrides
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown decoding config keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**values)

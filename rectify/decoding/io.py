@@ -1,0 +1,97 @@
+"""Prompt files in, generation JSONL out, resumable without half lines.
+
+Inputs: JSONL with ``{"prompt": {"text": ...}, ...}`` (RealToxicityPrompts shape; ``"prompt"`` may also be
+a plain string, or a top-level ``"text"``), or a ``.txt`` file with one prompt per line. Outputs: one line
+per prompt, ``{"prompt": {...}, "generations": [{"text": ...}, ...], ...}`` with the input's other
+top-level fields carried over. Each line is written whole and flushed; on restart a trailing partial line
+(a kill mid-write) is cut off and the complete lines are counted, so generation resumes at the next prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+class PromptFileError(ValueError):
+    """A prompt file line could not be read (the message names file and line)."""
+
+
+def read_prompts(path: str | Path) -> list[dict[str, Any]]:
+    """Records ``{"prompt": {"text": ...}, ...}`` in file order (blank lines skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompts file {path} does not exist")
+    records: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if path.suffix == ".txt":
+                records.append({"prompt": {"text": line.rstrip("\n")}, "source": f"{path.name}:{lineno}"})
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PromptFileError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+            records.append(_normalise(obj, f"{path}:{lineno}"))
+    return records
+
+
+def _normalise(obj: Any, where: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise PromptFileError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    prompt = obj.get("prompt", None)
+    if prompt is None and isinstance(obj.get("text"), str):
+        return {k: v for k, v in obj.items() if k != "text"} | {"prompt": {"text": obj["text"]}}
+    if isinstance(prompt, str):
+        return obj | {"prompt": {"text": prompt}}
+    if isinstance(prompt, dict) and isinstance(prompt.get("text"), str):
+        return obj
+    raise PromptFileError(f'{where}: expected {{"prompt": {{"text": ...}}}} (or "prompt"/"text" as a string)')
+
+
+def prepare_resume(path: str | Path) -> int:
+    """Cut a trailing partial line off ``path`` (if any) and return its number of complete lines."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1  # 0 when there is no complete line
+    if end != len(data):
+        with open(path, "r+b") as f:
+            f.truncate(end)
+    return data[:end].count(b"\n")
+
+
+class JsonlAppender:
+    """Append whole JSON lines, flushed (and fsynced) one by one."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def write(self, obj: Any) -> None:
+        self._f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Replace ``path`` with ``obj`` as JSON in one rename (a kill never leaves a torn file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

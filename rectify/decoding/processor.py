@@ -1,0 +1,77 @@
+"""``RectifyLogitsProcessor``: rectification for users who call ``model.generate(...)`` themselves.
+
+``generate()`` runs user processors *before* its own warpers (temperature, top-k 50 by default, top-p), and
+any warper applied after the projection would renormalise and break the caps. So this processor does the
+warping itself and returns ``log`` of the projected distribution; call ``generate`` with the warpers off::
+
+    proc = RectifyLogitsProcessor(value_model, epsilon=0.1, top_k=0, top_p=0.9, temperature=1.0,
+                                  attention_mask=enc.attention_mask)
+    out = model.generate(**enc, logits_processor=[proc], **proc.generate_kwargs(), max_new_tokens=20)
+
+(``generate_kwargs()`` is ``{"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}``.) Q_D is
+re-run over the whole prefix at every call (no cache: ``generate`` owns the loop), which is exact but
+slower than :class:`rectify.decoding.RectifiedSampler`. Pass the prompt's ``attention_mask`` for left-padded
+batches: padding is never guessed from token ids (pad may equal EOS).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor
+
+from rectify.decoding.caps import caps_from_q
+from rectify.decoding.forward import position_ids_from_mask
+from rectify.decoding.projection import project
+from rectify.decoding.warping import warp_logits
+
+
+class RectifyLogitsProcessor(LogitsProcessor):
+    """Warp, cap with Q_D and KL-project the next-token distribution; returns log-probabilities."""
+
+    def __init__(self, value_model: Any, epsilon: float = 0.1, p_min: float = 1e-5, p_max: float = 1.0,
+                 cap_mode: str = "original", temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 attention_mask: torch.Tensor | None = None, q_head: str = "online"):
+        self.value_model = value_model.eval()
+        self.epsilon, self.p_min, self.p_max, self.cap_mode = epsilon, p_min, p_max, cap_mode
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.prompt_mask = attention_mask
+        self.target = q_head == "target"
+        self.dead_ends = 0
+        self.outside_support = 0
+        caps_from_q(torch.zeros(1), epsilon, p_min, p_max, cap_mode)  # validate early
+
+    @staticmethod
+    def generate_kwargs() -> dict[str, Any]:
+        """Settings that stop ``generate()`` from warping after this processor."""
+        return {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+
+    def _mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        n, length = input_ids.shape
+        if self.prompt_mask is None:
+            return torch.ones_like(input_ids)
+        prompt = self.prompt_mask.to(input_ids.device).long()
+        if prompt.shape[0] != n:
+            if n % prompt.shape[0]:
+                raise ValueError(f"batch of {n} rows does not fit a prompt mask of {prompt.shape[0]} rows")
+            prompt = prompt.repeat_interleave(n // prompt.shape[0], 0)
+        new = length - prompt.shape[1]
+        if new < 0:
+            raise ValueError("input_ids are shorter than the prompt mask")
+        return torch.cat([prompt, prompt.new_ones(n, new)], -1)
+
+    @torch.inference_mode()
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        mask = self._mask(input_ids)
+        device = next(self.value_model.parameters()).device
+        hidden, _ = self.value_model.hidden_states(input_ids.to(device), mask.to(device),
+                                                   position_ids_from_mask(mask).to(device))
+        v = scores.shape[-1]
+        q = self.value_model.q_values(hidden[:, -1], target=self.target).float()[:, :v].to(scores.device)
+        probs = torch.softmax(warp_logits(scores, self.temperature, self.top_k, self.top_p), -1)
+        caps = caps_from_q(q, self.epsilon, self.p_min, self.p_max, self.cap_mode)
+        proj = project(probs, caps, fallback=lambda: torch.softmax(scores.float() / self.temperature, -1))
+        self.dead_ends += int(proj.dead_end.sum())
+        self.outside_support += int(proj.outside_support.sum())
+        return torch.log(proj.probs).to(scores.dtype)

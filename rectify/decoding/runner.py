@@ -1,0 +1,132 @@
+"""``scripts/generate.py``'s library side: build generator + Q_D from a config and write generations.
+
+Seeds are per prompt (``seed + index in the prompt file``), so a resumed run, or a different batch size,
+reproduces the same samples. Counts of dead-end fallbacks and the resolved config go to ``<out>.meta.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from rectify.decoding.config import DecodingConfig
+from rectify.decoding.io import JsonlAppender, prepare_resume, read_prompts, write_json_atomic
+from rectify.decoding.sampler import RectifiedSampler
+from rectify.lm import load_lm
+
+log = logging.getLogger(__name__)
+
+
+def _container(cfg: Any) -> Any:
+    """Plain dict of a config, resolved where possible (``${hydra:...}`` fails outside a Hydra run)."""
+    if not isinstance(cfg, DictConfig):
+        return cfg
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - an interpolation that only Hydra's runtime can resolve
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """True when two models hold identical parameters (to share a frozen backbone safely)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    if sa.keys() != sb.keys():
+        return False
+    return all(torch.equal(sa[k].to(sb[k].device, sb[k].dtype), sb[k]) for k in sa)
+
+
+def build_sampler(cfg: Any) -> RectifiedSampler:
+    """Generator from ``cfg.lm`` (+ ``cfg.generator_override``), Q_D from ``cfg.value_model_path``.
+
+    ``cfg.untrained_value_model`` builds a fresh Q_D on a copy of the generator's config (smoke runs only).
+    ``decoding.shared_backbone=true`` with a saved Q_D whose backbone equals the generator's weights drops
+    Q_D's copy and reads the generator's hidden states (one forward per step).
+    """
+    from rectify.value_model import ValueModel
+
+    dec = DecodingConfig.from_any(cfg.decoding)
+    device = resolve_device(cfg.get("device", "auto"))
+    lm_cfg = OmegaConf.merge(cfg.lm, cfg.get("generator_override") or {})
+    generator, tokenizer = load_lm(lm_cfg)
+    generator.to(device)
+    vm = None
+    if dec.rectify:
+        path = cfg.get("value_model_path")
+        if path:
+            vm = ValueModel.from_pretrained(path, device=device)
+        elif cfg.get("untrained_value_model"):
+            log.warning("untrained Q_D (smoke run): the caps are meaningless")
+            vm = ValueModel.from_lm(lm_cfg, _container(cfg.get("value_config") or {})).to(device)
+        else:
+            raise ValueError("decoding.rectify=true needs value_model_path=<dir saved by scripts/train.py> "
+                             "(or decoding=plain / decoding.rectify=false for the plain baseline)")
+        if dec.shared_backbone is True and vm.backbone is not generator:
+            if not same_weights(vm.backbone, generator):
+                raise ValueError("decoding.shared_backbone=true but Q_D's backbone weights differ from the generator's")
+            vm.backbone = generator
+    return RectifiedSampler(generator, tokenizer, vm, dec)
+
+
+def run_generation(cfg: Any) -> dict[str, Any]:
+    """Generate for every prompt not yet in ``cfg.output_path``; returns the metadata written."""
+    out_path = Path(cfg.output_path)
+    meta_path = out_path.with_name(out_path.name + ".meta.json")
+    records = read_prompts(cfg.prompts_path)
+    limit = cfg.get("limit")
+    if limit is not None:
+        records = records[: int(limit)]
+    done = prepare_resume(out_path)
+    if done > len(records):
+        raise ValueError(f"{out_path} already has {done} lines but {cfg.prompts_path} gives only {len(records)} "
+                         "prompts: is it the output of another prompt file?")
+    meta: dict[str, Any] = {"counts": {"prompts": 0, "row_steps": 0, "dead_ends": 0, "outside_support": 0},
+                            "seconds": 0.0}
+    if done and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+    meta["config"] = _container(cfg)
+    meta["counts"]["prompts"] = done
+    todo = records[done:]
+    if not todo:
+        log.info("%s already complete (%d prompts)", out_path, done)
+        write_json_atomic(meta_path, meta)
+        return meta
+    sampler = build_sampler(cfg)
+    meta["shared_backbone"] = sampler.shared
+    bs = int(cfg.batch_size)
+    seed = int(cfg.seed)
+    with JsonlAppender(out_path) as writer, tqdm(total=len(records), initial=done, desc="generate",
+                                                 unit="prompt") as bar:
+        for start in range(0, len(todo), bs):
+            batch = todo[start: start + bs]
+            first = done + start
+            t0 = time.perf_counter()
+            res = sampler.generate([r["prompt"]["text"] for r in batch], seeds=[seed + first + i for i in
+                                                                              range(len(batch))])
+            k = res.num_return_sequences
+            for i, rec in enumerate(batch):
+                gens = [{"text": t} for t in res.texts[i * k: (i + 1) * k]]
+                writer.write(rec | {"generations": gens})
+            c = meta["counts"]
+            c["prompts"] += len(batch)
+            c["row_steps"] += res.row_steps
+            c["dead_ends"] += res.dead_ends
+            c["outside_support"] += res.outside_support
+            meta["seconds"] = meta.get("seconds", 0.0) + time.perf_counter() - t0
+            write_json_atomic(meta_path, meta)
+            bar.update(len(batch))
+    log.info("wrote %s (%d prompts; dead-end fallbacks %d of %d token steps)", out_path,
+             meta["counts"]["prompts"], meta["counts"]["dead_ends"], meta["counts"]["row_steps"])
+    return meta

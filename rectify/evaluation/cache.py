@@ -1,0 +1,70 @@
+"""A small per-text score cache stored next to the evaluated file, so a rerun only scores new texts.
+
+One JSON file per (input, scorer): ``{"config": <fingerprint of the scorer config>, "values": {key: value}}``.
+Keys are texts (or prompt + NUL + continuation for the judge); a changed scorer config invalidates the file.
+Writes are atomic (temp file + rename), so a killed run never leaves a half-written cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def fingerprint(obj: Any) -> str:
+    """Stable short hash of a JSON-able object (configs)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def cache_dir_for(input_path: Path, override: str | Path | None = None) -> Path:
+    """``<input>.scores/`` beside the input, or ``override/<input name>.scores/``."""
+    base = Path(override) if override else input_path.parent
+    return base / f"{input_path.name}.scores"
+
+
+def _atomic_write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def cached_values(
+    cache_file: Path | None,
+    config_fp: str,
+    keys: Sequence[str],
+    compute: Callable[[list[str]], list[Any]],
+) -> list[Any]:
+    """Values for ``keys``; only keys missing from the cache are passed to ``compute`` (deduplicated)."""
+    known: dict[str, Any] = {}
+    if cache_file is not None and cache_file.is_file():
+        try:
+            data = json.loads(cache_file.read_text(encoding="utf-8"))
+            if data.get("config") == config_fp:
+                known = data.get("values", {})
+        except (json.JSONDecodeError, AttributeError):
+            known = {}  # a corrupt cache is rebuilt, never trusted
+    missing = list(dict.fromkeys(k for k in keys if k not in known))
+    if missing:
+        new = compute(missing)
+        if len(new) != len(missing):
+            raise RuntimeError(f"computed {len(new)} values for {len(missing)} keys")
+        known.update(zip(missing, new, strict=True))
+        if cache_file is not None:
+            try:
+                _atomic_write_json(cache_file, {"config": config_fp, "values": known})
+            except OSError:
+                pass  # read-only location: the scores are still returned, just not cached
+    return [known[k] for k in keys]

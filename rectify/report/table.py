@@ -1,0 +1,166 @@
+"""The report table: relative change against the plain baseline, sorting, markdown and CSV rendering."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from rectify.report.gather import display_name
+
+SUBSET_ORDER = {"nontoxic": 0, "toxic": 1, "all": 2}
+BASELINE_METHOD = "plain"
+DELTA_COLUMNS = ("tox_prob_cut_pct", "emt_cut_pct", "ppl_change_pct", "dist3_change")
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def is_baseline(row: Mapping[str, Any]) -> bool:
+    return str(row.get("method")) == BASELINE_METHOD
+
+
+def find_baseline(row: Mapping[str, Any], baselines: Sequence[Mapping[str, Any]], swept: Sequence[str]):
+    """The plain run to compare ``row`` with: same scorer, subset and judge, and the same value for every
+    swept key that the baseline itself has (keys only rectified runs have, such as Q_D's size, are ignored).
+    With several candidates, the latest evaluation."""
+    cands = []
+    for b in baselines:
+        if (b["scorer"], b["subset"], str(b.get("judge"))) != (row["scorer"], row["subset"], str(row.get("judge"))):
+            continue
+        if all(_missing(b.get(k)) or str(b.get(k)) == str(row.get(k)) for k in swept):
+            cands.append(b)
+    return max(cands, key=lambda b: str(b.get("evaluated_at") or "")) if cands else None
+
+
+def add_baseline_deltas(rows: list[dict[str, Any]], swept: Sequence[str]) -> list[dict[str, Any]]:
+    """Add Tox.prob cut %, EMT cut %, PPL change % and Dist-3 change (absolute) vs the plain baseline."""
+    baselines = [r for r in rows if is_baseline(r)]
+    for r in rows:
+        b = None if is_baseline(r) else find_baseline(r, baselines, swept)
+        if b is None:
+            r.update(dict.fromkeys(DELTA_COLUMNS, math.nan), baseline_input=None)
+            continue
+        bt, be, bp = _num(b.get("tox_prob")), _num(b.get("emt")), _num(b.get("ppl"))
+        r["tox_prob_cut_pct"] = 100 * (bt - _num(r.get("tox_prob"))) / bt if bt else math.nan
+        r["emt_cut_pct"] = 100 * (be - _num(r.get("emt"))) / be if be else math.nan
+        r["ppl_change_pct"] = 100 * (_num(r.get("ppl")) - bp) / bp if bp else math.nan
+        r["dist3_change"] = _num(r.get("dist3")) - _num(b.get("dist3"))
+        r["baseline_input"] = b.get("input")
+    return rows
+
+
+def check_targets(rows: list[dict[str, Any]], targets: Mapping[str, float] | None) -> list[dict[str, Any]]:
+    """Flag rows meeting every target (cuts at least, PPL change / Dist-3 drop at most); NaN -> not met."""
+    if not targets:
+        return rows
+    for r in rows:
+        if is_baseline(r):
+            r["meets_targets"] = None
+            continue
+        ok = (
+            _num(r.get("tox_prob_cut_pct")) >= targets.get("tox_prob_cut_pct", -math.inf)
+            and _num(r.get("emt_cut_pct")) >= targets.get("emt_cut_pct", -math.inf)
+            and _num(r.get("ppl_change_pct")) <= targets.get("ppl_change_pct", math.inf)
+            and _num(r.get("dist3_change")) >= -targets.get("dist3_drop", math.inf)
+        )
+        r["meets_targets"] = bool(ok)
+    return rows
+
+
+def sort_rows(rows: list[dict[str, Any]], swept: Sequence[str]) -> list[dict[str, Any]]:
+    """Subset (non-toxic first), scorer, plain before the rest, swept keys, method, epsilon ascending."""
+
+    def key(r):
+        eps = _num(r.get("epsilon"))
+        return (SUBSET_ORDER.get(str(r["subset"]), 9), str(r["scorer"]), not is_baseline(r),
+                *[str(r.get(k)) for k in swept], str(r.get("method")), math.inf if math.isnan(eps) else eps)
+
+    return sorted(rows, key=key)
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    if _missing(v):
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (int, float)):
+        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+    return str(v)
+
+
+def _ci(r: Mapping[str, Any], key: str, digits: int = 3) -> str:
+    lo, hi = r.get(f"{key}_ci_low"), r.get(f"{key}_ci_high")
+    return "" if _missing(lo) or _missing(hi) else f" [{_num(lo):.{digits}f}, {_num(hi):.{digits}f}]"
+
+
+def _signed(v: Any, digits: int = 1, suffix: str = "") -> str:
+    return "-" if _missing(v) or math.isnan(_num(v)) else f"{_num(v):+.{digits}f}{suffix}"
+
+
+Column = tuple[str, Callable[[Mapping[str, Any]], str]]
+
+
+def headline_columns(rows: Sequence[Mapping[str, Any]], swept: Sequence[str] = (), ci: bool = True) -> list[Column]:
+    """Markdown columns: method, epsilon, swept keys, scorer, subset, EMT, Tox.prob, PPL, Dist-n, sizes, deltas."""
+    cols: list[Column] = [("method", lambda r: fmt(r.get("method"))), ("epsilon", lambda r: fmt(r.get("epsilon"), 3))]
+    cols += [(display_name(k), lambda r, k=k: fmt(r.get(k))) for k in swept]
+    cols += [
+        ("scorer", lambda r: fmt(r.get("scorer"))),
+        ("subset", lambda r: fmt(r.get("subset"))),
+        ("EMT (± std)", lambda r: f"{fmt(r.get('emt'))} ± {fmt(r.get('emt_std'), 2)}" + (_ci(r, "emt") if ci else "")),
+        ("Tox.prob", lambda r: fmt(r.get("tox_prob")) + (_ci(r, "tox_prob") if ci else "")),
+        ("PPL", lambda r: fmt(r.get("ppl"), 2) + (_ci(r, "ppl", 2) if ci else "")),
+        ("Dist-1", lambda r: fmt(r.get("dist1"))),
+        ("Dist-2", lambda r: fmt(r.get("dist2"))),
+        ("Dist-3", lambda r: fmt(r.get("dist3"))),
+        ("n prompts", lambda r: fmt(r.get("n_prompts"))),
+        ("k", lambda r: fmt(r.get("k"))),
+    ]
+    if any(not _missing(r.get("dead_end_fallback_rate")) for r in rows):
+        cols.append(("dead-end rate", lambda r: fmt(r.get("dead_end_fallback_rate"), 4)))
+    if any(k in r for r in rows for k in DELTA_COLUMNS):
+        cols += [
+            ("Tox.prob cut", lambda r: _signed(r.get("tox_prob_cut_pct"), 1, "%")),
+            ("EMT cut", lambda r: _signed(r.get("emt_cut_pct"), 1, "%")),
+            ("PPL change", lambda r: _signed(r.get("ppl_change_pct"), 1, "%")),
+            ("Dist-3 change", lambda r: _signed(r.get("dist3_change"), 3)),
+        ]
+    if any(r.get("meets_targets") is not None and not _missing(r.get("meets_targets")) for r in rows):
+        cols.append(("meets targets", lambda r: fmt(r.get("meets_targets"))))
+    return cols
+
+
+def format_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> str:
+    """A GitHub markdown table (``|`` in cells escaped)."""
+    head = "| " + " | ".join(h for h, _ in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(f(r).replace("|", "\\|") for _, f in columns) + " |" for r in rows]
+    return "\n".join([head, sep, *body])
+
+
+CSV_COLUMNS = (
+    "method", "epsilon", "scorer", "subset", "emt", "emt_std", "emt_ci_low", "emt_ci_high", "tox_prob",
+    "tox_prob_ci_low", "tox_prob_ci_high", "ppl", "ppl_ci_low", "ppl_ci_high", "ppl_gen_mean", "dist1", "dist2",
+    "dist3", "n_prompts", "k", "n_generations", "empty_rate", "toxic_gen_rate", "dead_end_fallback_rate",
+    *DELTA_COLUMNS, "meets_targets", "judge", "input", "baseline_input", "evaluated_at",
+)
+
+
+def csv_columns(rows: Sequence[Mapping[str, Any]], swept: Sequence[str]) -> list[str]:
+    """Headline numbers first (swept keys after epsilon), then every other key any row has."""
+    first = ["method", "epsilon", *swept]
+    rest = [c for c in CSV_COLUMNS if c not in first and any(c in r for r in rows)]
+    others = sorted({k for r in rows for k in r} - set(first) - set(rest))
+    return first + rest + others

@@ -1,0 +1,198 @@
+"""Value-data JSON lines -> tokenized, dynamically padded batches for Q_D training.
+
+Each line is ``{"text": prompt + continuation, "reward": [r], "prompt_len": int (optional)}``. Bad lines fail
+early with ``file:line`` (or are skipped and counted with ``skip_bad_lines``), never deep inside collate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+log = logging.getLogger(__name__)
+
+
+class ValueDataError(ValueError):
+    """A value-data line is unusable; the message starts with ``file:line``."""
+
+
+@dataclass
+class ValueRecord:
+    text: str
+    reward: float
+    prompt_len: int | None
+    where: str  # "file:line", for error messages downstream
+
+
+def _check(record: Any, where: str, q_min: float, q_max: float) -> ValueRecord:
+    if not isinstance(record, dict):
+        raise ValueDataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for key in ("text", "reward"):
+        if key not in record:
+            raise ValueDataError(f"{where}: missing field {key!r}")
+    text = record["text"]
+    if not isinstance(text, str) or not text.strip():
+        raise ValueDataError(f"{where}: 'text' must be a non-empty string")
+    reward = record["reward"]
+    if isinstance(reward, list):
+        if len(reward) != 1:
+            raise ValueDataError(f"{where}: 'reward' must be [r] with one terminal reward, got {len(reward)} values")
+        reward = reward[0]
+    if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward):
+        raise ValueDataError(f"{where}: 'reward' must be a finite number, got {reward!r}")
+    if not q_min <= reward <= q_max:
+        raise ValueDataError(f"{where}: reward {reward} is outside [q_min, q_max] = [{q_min}, {q_max}]")
+    prompt_len = record.get("prompt_len")
+    if prompt_len is not None and (isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or prompt_len < 0):
+        raise ValueDataError(f"{where}: 'prompt_len' must be a non-negative integer, got {prompt_len!r}")
+    return ValueRecord(text, float(reward), prompt_len, where)
+
+
+def read_value_jsonl(path: str | Path, q_min: float = -1.0, q_max: float = 0.0,
+                     skip_bad_lines: bool = False) -> tuple[list[ValueRecord], int]:
+    """Parse and validate a value-data file; returns ``(records, skipped)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"value data file {path} does not exist (build it with scripts/build_data.py, "
+                                "or use data.synthetic=true / debug=smoke for a tiny generated set)")
+    records: list[ValueRecord] = []
+    skipped = 0
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                try:
+                    raw = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueDataError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
+                records.append(_check(raw, where, q_min, q_max))
+            except ValueDataError as exc:
+                if not skip_bad_lines:
+                    raise
+                skipped += 1
+                log.warning("skipping %s", exc)
+    if skipped:
+        log.warning("%s: skipped %d bad lines (data.skip_bad_lines=true)", path, skipped)
+    return records, skipped
+
+
+class TokenizedValueDataset(Dataset):
+    """Token ids + reward (+ prompt length) per trajectory, tokenized once up front."""
+
+    def __init__(self, records: list[ValueRecord], tokenizer, max_length: int, add_special_tokens: bool = True,
+                 skip_bad_lines: bool = False):
+        # add_special_tokens=True is the tokenizer's default call: what the generator sees at decoding time
+        # and how the data pipeline counts prompt_len (BOS for Gemma, nothing for GPT-2 / SmolLM2).
+        self.items: list[dict[str, Any]] = []
+        self.skipped = 0
+        if not records:
+            return
+        enc = tokenizer([r.text for r in records], add_special_tokens=add_special_tokens, truncation=True,
+                        max_length=max_length)["input_ids"]
+        for rec, ids in zip(records, enc, strict=True):
+            if len(ids) < 2:  # one token = a state without an action: nothing to learn
+                err = ValueDataError(f"{rec.where}: text has {len(ids)} token(s); a trajectory needs at least 2")
+                if not skip_bad_lines:
+                    raise err
+                self.skipped += 1
+                log.warning("skipping %s", err)
+                continue
+            self.items.append({"input_ids": list(ids), "reward": rec.reward, "prompt_len": rec.prompt_len})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+
+class ValueCollator:
+    """Right-pad to the longest sequence of the batch; the attention mask (not a pad id) marks padding."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = int(pad_token_id)
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor | None]:
+        T = max(len(it["input_ids"]) for it in items)
+        ids = torch.full((len(items), T), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(items), T), dtype=torch.long)
+        for i, it in enumerate(items):
+            n = len(it["input_ids"])
+            ids[i, :n] = torch.tensor(it["input_ids"], dtype=torch.long)
+            mask[i, :n] = 1
+        batch: dict[str, torch.Tensor | None] = {
+            "input_ids": ids, "attention_mask": mask,
+            "reward": torch.tensor([it["reward"] for it in items], dtype=torch.float32),
+        }
+        if all("lower" in it for it in items):  # cached frozen-layer features [T_i, H], padded like the ids
+            H = items[0]["lower"].shape[-1]
+            lower = torch.zeros((len(items), T, H), dtype=items[0]["lower"].dtype)
+            for i, it in enumerate(items):
+                lower[i, : it["lower"].shape[0]] = it["lower"]
+            batch["lower"] = lower
+        lens = [it["prompt_len"] for it in items]
+        batch["prompt_len"] = torch.tensor(lens, dtype=torch.long) if all(x is not None for x in lens) else None
+        return batch
+
+
+class ValueDataModule(L.LightningDataModule):
+    """Train/val value data for :class:`~rectify.training.module.ValueLightningModule`."""
+
+    def __init__(self, tokenizer, train_path: str, val_path: str, batch_size: int = 64,
+                 eval_batch_size: int | None = None, max_length: int = 128, num_workers: int = 0,
+                 skip_bad_lines: bool = False, add_special_tokens: bool = True, q_min: float = -1.0, q_max: float = 0.0,
+                 shuffle: bool = True, **unused: Any):
+        super().__init__()
+        if unused:
+            log.debug("ValueDataModule ignores config keys %s", sorted(unused))
+        self.tokenizer = tokenizer
+        self.train_path, self.val_path = train_path, val_path
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.max_length = max_length
+        self.num_workers = num_workers
+        self.skip_bad_lines = skip_bad_lines
+        self.add_special_tokens = add_special_tokens
+        self.q_min, self.q_max = q_min, q_max
+        self.shuffle = shuffle
+        self.collate = ValueCollator(tokenizer.pad_token_id)
+        self.train_set: TokenizedValueDataset | None = None
+        self.val_set: TokenizedValueDataset | None = None
+        self.skipped = 0
+
+    def _load(self, path: str) -> TokenizedValueDataset:
+        records, skipped = read_value_jsonl(path, self.q_min, self.q_max, self.skip_bad_lines)
+        ds = TokenizedValueDataset(records, self.tokenizer, self.max_length, self.add_special_tokens,
+                                   self.skip_bad_lines)
+        self.skipped += skipped + ds.skipped
+        if len(ds) == 0:
+            raise ValueDataError(f"{path}: no usable lines")
+        toxic = sum(it["reward"] < (self.q_min + self.q_max) / 2 for it in ds.items)
+        log.info("%s: %d trajectories, %d ending in a dead end", path, len(ds), toxic)
+        return ds
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None and stage in (None, "fit"):
+            self.train_set = self._load(self.train_path)
+        if self.val_set is None and stage in (None, "fit", "validate"):
+            self.val_set = self._load(self.val_path)
+
+    def _loader(self, ds, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=self.collate,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, self.shuffle)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.eval_batch_size, False)

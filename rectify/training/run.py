@@ -1,0 +1,73 @@
+"""``train(cfg)``: compose model, data, trainer, loggers and callbacks from the Hydra config, fit, export."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor
+from omegaconf import DictConfig, OmegaConf
+
+from rectify.training.data import ValueDataModule
+from rectify.training.module import ValueLightningModule
+from rectify.training.synthetic import write_synthetic
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_dict(cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a ``{name: {_target_: ...}}`` node (loggers, callbacks); skip nulls."""
+    if not cfg:
+        return []
+    return [hydra.utils.instantiate(c) for c in cfg.values() if c is not None and "_target_" in c]
+
+
+def build_loggers(cfg: DictConfig | None) -> list[Any]:
+    loggers = []
+    for name, c in (cfg or {}).items():
+        if c is None or "_target_" not in c:
+            continue
+        if name == "wandb":
+            # WANDB_MODE (online / offline / disabled) wins; offline by default so runs never need a network
+            c = OmegaConf.merge(c, {"mode": os.environ.get("WANDB_MODE", c.get("mode") or "offline")})
+            Path(c.save_dir).mkdir(parents=True, exist_ok=True)
+        loggers.append(hydra.utils.instantiate(c))
+    return loggers
+
+
+def build_datamodule(cfg: DictConfig, module: ValueLightningModule) -> ValueDataModule:
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    vc = module.model.value_config
+    if cfg.get("synthetic_data") and cfg.synthetic_data.get("enabled"):
+        out = Path(cfg.paths.output_dir) / "synthetic_data"
+        train, val = write_synthetic(out, cfg.synthetic_data.n_train, cfg.synthetic_data.n_val,
+                                     cfg.get("seed") or 0, tokenizer=module.tokenizer)
+        data["train_path"], data["val_path"] = str(train), str(val)
+        log.info("synthetic value data written to %s", out)
+    data.pop("_target_", None)
+    return ValueDataModule(module.tokenizer, q_min=vc.q_min, q_max=vc.q_max, **data)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit Q_D; export the final model to ``<run dir>/value_model``; return the final logged metrics."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    module = ValueLightningModule(cfg.model)
+    datamodule = build_datamodule(cfg, module)
+    callbacks = _instantiate_dict(cfg.get("callbacks"))
+    loggers = build_loggers(cfg.get("logger"))
+    if not loggers:  # the LR monitor refuses to run without a logger (logger=none, debug=smoke)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if cfg.get("export", True) and trainer.is_global_zero:
+        path = module.model.save_pretrained(Path(cfg.paths.output_dir) / "value_model")
+        metrics["export"] = str(path)  # type: ignore[assignment]
+        print(f"value model exported to {path}", flush=True)
+    log.info("final metrics: %s", {k: v for k, v in metrics.items() if k != "export"})
+    return metrics

@@ -1,0 +1,17 @@
+"""Generate continuations (rectified or plain): `python scripts/generate.py prompts_path=... [value_model_path=...]`."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from rectify.decoding.runner import run_generation
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="generate")
+def main(cfg: DictConfig) -> None:
+    run_generation(cfg)
+
+
+if __name__ == "__main__":
+    main()

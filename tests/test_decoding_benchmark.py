@@ -1,0 +1,31 @@
+"""The decoding benchmark runs every mode on a tiny model and reports comparable rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from rectify.benchmarks import decoding
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_rows_for_every_mode():
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("benchmark", overrides=[
+            "decoding.generator.source=hub", "+decoding.generator.name_or_path=tiny-llama",
+            "+decoding.generator.tokenizer=smollm2",
+            "+decoding.generator.random_init={num_layers: 1, hidden_size: 32, num_heads: 2}",
+            "decoding.batch_size=2", "decoding.prompt_tokens=3", "decoding.new_tokens=2",
+            "decoding.repeats=1", "decoding.warmup=0", "decoding.threads=1",
+        ]).decoding
+    before = torch.get_num_threads()
+    try:
+        rows = list(decoding.run(cfg))
+    finally:
+        torch.set_num_threads(before)
+    assert [r["mode"] for r in rows] == list(decoding.MODES)
+    assert all(r["bench"] == "decoding" and r["tokens_per_s"] > 0 and r["new_tokens"] == 2 for r in rows)
+    assert rows[0]["ratio_vs_plain"] == 1.0

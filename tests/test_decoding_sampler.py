@@ -1,0 +1,224 @@
+"""The rectified sampling loop: exact caps, left padding, caches, seeds, EOS, and the LogitsProcessor."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rectify.decoding import (
+    DecodingConfig,
+    RectifiedSampler,
+    RectifyLogitsProcessor,
+    VocabularyMismatch,
+    caps_from_q,
+    warp_logits,
+)
+from rectify.lm import load_lm
+from rectify.value_model import ValueModel
+from tests.conftest import tiny_lm_config
+
+PROMPTS = ["Hello there, how are", "x", "The quick brown fox jumps over the lazy dog and"]
+
+
+def peaky(model):
+    """Sharpen a random tiny LM so its top tokens carry real mass (caps then bind)."""
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(8)
+    return model.eval()
+
+
+def random_q_model(family: str, scale: float = 50.0) -> ValueModel:
+    """A Q_D whose values vary strongly with token and state (bounded in [-1, 0])."""
+    backbone, tok = load_lm(tiny_lm_config(family, seed=1))
+    vm = ValueModel.from_backbone(backbone, {"bounded": True}, tok)
+    with torch.no_grad():
+        vm.head.out.weight.mul_(scale)
+    return vm.eval()
+
+
+def constant_q_model(family: str, q: torch.Tensor) -> ValueModel:
+    """A hand-set Q_D: the same Q vector in every state."""
+    backbone, tok = load_lm(tiny_lm_config(family, seed=1))
+    vm = ValueModel.from_backbone(backbone, {}, tok)
+    with torch.no_grad():
+        vm.head.fc.weight.zero_()
+        vm.head.fc.bias.zero_()
+        vm.head.out.weight.zero_()
+        vm.head.out.bias.copy_(q)
+    return vm.eval()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small ops on a loaded 2-core machine run >10x faster on one intra-op thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def family(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def models(family):
+    gen, tok = load_lm(tiny_lm_config(family))
+    return peaky(gen), tok, random_q_model(family)
+
+
+def sampler(models, **cfg) -> RectifiedSampler:
+    gen, tok, vm = models
+    return RectifiedSampler(gen, tok, vm, DecodingConfig(**({"max_new_tokens": 6, "epsilon": 0.9} | cfg)))
+
+
+@pytest.mark.parametrize("rectify", [False, True])
+def test_batched_equals_unbatched_greedy(models, rectify):
+    s = sampler(models, rectify=rectify, do_sample=False)
+    batched = s.generate(PROMPTS)
+    for i, p in enumerate(PROMPTS):
+        alone = s.generate([p])
+        assert torch.equal(batched.sequences[i], alone.sequences[0]), (i, batched.texts[i], alone.texts[0])
+
+
+def test_rectification_changes_greedy_output(models):
+    plain = sampler(models, rectify=False, do_sample=False).generate(PROMPTS)
+    rect = sampler(models, rectify=True, do_sample=False).generate(PROMPTS)
+    assert not torch.equal(plain.sequences, rect.sequences)
+
+
+def test_cached_equals_recompute_and_shared_equals_separate(models):
+    cached = sampler(models, do_sample=False).generate(PROMPTS)
+    recompute = sampler(models, do_sample=False, q_cache=False).generate(PROMPTS)
+    assert torch.equal(cached.sequences, recompute.sequences)
+    gen, tok, vm = models
+    shared_vm = ValueModel.from_backbone(gen, {"bounded": True}, tok)
+    shared_vm.head.load_state_dict(vm.head.state_dict())
+    shared = RectifiedSampler(gen, tok, shared_vm, DecodingConfig(do_sample=False, max_new_tokens=6, epsilon=0.9))
+    separate = RectifiedSampler(gen, tok, shared_vm, DecodingConfig(do_sample=False, max_new_tokens=6, epsilon=0.9,
+                                                                    shared_backbone=False))
+    assert shared.shared and not separate.shared
+    assert torch.equal(shared.generate(PROMPTS).sequences, separate.generate(PROMPTS).sequences)
+
+
+def test_seeded_sampling_is_per_row(models):
+    s = sampler(models, num_return_sequences=2, top_k=20)
+    a = s.generate(PROMPTS, seeds=[5, 6, 7])
+    b = s.generate(PROMPTS[1:], seeds=[6, 7])
+    assert torch.equal(a.sequences[2:], b.sequences)
+    assert torch.equal(a.sequences, s.generate(PROMPTS, seeds=[5, 6, 7]).sequences)
+    assert not torch.equal(a.sequences[0], a.sequences[1])  # two samples of one prompt differ
+    assert len(a.texts) == 6 and a.row_steps > 0
+
+
+def test_eos_and_min_new_tokens(models):
+    gen, tok, vm = models
+    cfg = DecodingConfig(rectify=False, top_k=50, max_new_tokens=5)
+    ref = RectifiedSampler(gen, tok, vm, cfg).generate(PROMPTS, seeds=1)
+    row = ref.sequences[0].tolist()
+    # A token row 0 first emits at step j (prefer j >= 1 so the row has some output before stopping).
+    j = next((j for j in range(1, len(row)) if row[j] not in row[:j]), 0)
+    stop = row[j]  # ... becomes "EOS"
+    out = RectifiedSampler(gen, tok, vm, cfg, eos_token_ids=[stop]).generate(PROMPTS, seeds=1)
+    assert out.lengths[0] == j and out.sequences[0, :j].tolist() == row[:j]
+    assert (out.sequences[0, j + 1:] == tok.pad_token_id).all()
+    for i in (1, 2):  # other rows are unaffected unless they emit that token themselves
+        if stop not in ref.sequences[i].tolist():
+            assert torch.equal(out.sequences[i], ref.sequences[i])
+    first = int(ref.sequences[0, 0])
+    late = RectifiedSampler(gen, tok, vm, DecodingConfig(rectify=False, do_sample=False, max_new_tokens=5,
+                                                         min_new_tokens=2), eos_token_ids=[first]).generate(PROMPTS)
+    assert first not in late.sequences[0, :2].tolist()
+
+
+def test_caps_hold_on_sampled_distribution(models):
+    gen, tok, vm = models
+    s = sampler(models, top_k=50, top_p=0.9, temperature=0.7)
+    ids, mask = s.encode(PROMPTS)
+    from rectify.decoding.forward import lm_step, position_ids_from_mask, q_step
+
+    pos = position_ids_from_mask(mask)
+    logits, _, _ = lm_step(gen, ids, mask, pos)
+    q, _ = q_step(vm, ids, mask, pos)
+    probs, proj = s.distribution(logits, q)
+    caps = caps_from_q(q[:, : len(tok)], 0.9, 1e-5)
+    assert (probs <= caps + 1e-6).all() and torch.allclose(probs.sum(-1), torch.ones(3), atol=1e-5)
+    assert (probs.max(-1).values < torch.softmax(logits / 0.7, -1).max(-1).values).any()  # caps bind
+
+
+def test_dead_ends_are_counted(family):
+    gen, tok = load_lm(tiny_lm_config(family))
+    vm = constant_q_model(family, torch.full((len(tok),), -1.0))
+    res = RectifiedSampler(gen, tok, vm, DecodingConfig(max_new_tokens=3, p_min=1e-6)).generate(PROMPTS, seeds=0)
+    assert res.dead_ends == res.row_steps > 0
+
+
+def test_vocabulary_mismatch_is_refused():
+    gen, tok = load_lm(tiny_lm_config("gpt2"))
+    with pytest.raises(VocabularyMismatch, match="different ids"):
+        RectifiedSampler(gen, tok, random_q_model("llama"), DecodingConfig())
+
+
+@pytest.mark.parametrize("warp", [{}, {"top_k": 3}, {"top_p": 0.5}])
+def test_forbidden_token_frequency_matches_cap(warp):
+    """Sample the first token many times: a capped token appears at its cap's rate, within noise."""
+    gen, tok = load_lm(tiny_lm_config("gpt2"))
+    with torch.no_grad():
+        gen.get_output_embeddings().weight.mul_(16)  # the top token gets most of the mass
+    prompt = "Hello there, how are"
+    plain = RectifiedSampler(gen, tok, None, DecodingConfig(rectify=False, do_sample=False, max_new_tokens=1))
+    top = int(plain.generate([prompt]).sequences[0, 0])
+    cap, eps = 0.2, 0.1
+    q = torch.zeros(len(tok))
+    q[top] = cap - 1 + eps  # cap(top) = 1 + q - eps = 0.2; every other cap is 0.9
+    vm = constant_q_model("gpt2", q)
+    rows = 200
+    cfg = DecodingConfig(max_new_tokens=1, num_return_sequences=rows, epsilon=eps, **warp)
+    got = RectifiedSampler(gen, tok, vm, cfg).generate([prompt], seeds=[0]).sequences[:, 0]
+    sd = (cap * (1 - cap) / rows) ** 0.5
+    assert abs(float((got == top).float().mean()) - cap) < 4 * sd
+    cfg = DecodingConfig(rectify=False, max_new_tokens=1, num_return_sequences=100, **warp)
+    plain_got = RectifiedSampler(gen, tok, None, cfg).generate([prompt], seeds=[0]).sequences[:, 0]
+    assert float((plain_got == top).float().mean()) > 0.5  # without rectification it dominates
+
+
+def test_logits_processor_matches_loop_and_caps_hold():
+    gen, tok = load_lm(tiny_lm_config("llama"))
+    gen = peaky(gen)
+    vm = random_q_model("llama")
+    loop = RectifiedSampler(gen, tok, vm, DecodingConfig(do_sample=False, max_new_tokens=5, epsilon=0.9))
+    expected = loop.generate(PROMPTS)
+    ids, mask = loop.encode(PROMPTS)
+    proc = RectifyLogitsProcessor(vm, epsilon=0.9, attention_mask=mask)
+    out = gen.generate(input_ids=ids, attention_mask=mask, logits_processor=[proc], do_sample=False, top_k=0,
+                       max_new_tokens=5, min_new_tokens=0, pad_token_id=tok.pad_token_id)
+    new = out[:, ids.shape[1]:]
+    for i in range(len(PROMPTS)):
+        n = expected.lengths[i]
+        assert new[i, :n].tolist() == expected.sequences[i, :n].tolist()
+    # The processor's output is log of a distribution under the caps, with warping done inside it.
+    scores = gen(input_ids=ids, attention_mask=mask).logits[:, -1]
+    q = -0.5 * torch.rand(len(tok), generator=torch.Generator().manual_seed(0))
+    q[scores.argmax(-1)] = -0.85  # each row's top token gets cap 0.05
+    vm = constant_q_model("llama", q)
+    proc2 = RectifyLogitsProcessor(vm, epsilon=0.1, top_k=10, attention_mask=mask)
+    logp = proc2(ids, scores)
+    caps = caps_from_q(q, 0.1, 1e-5)
+    p = logp.exp()
+    assert (p <= caps + 1e-6).all() and torch.allclose(p.sum(-1), torch.ones(3), atol=1e-5)
+    assert proc2.outside_support == 0 and ((p > 0).sum(-1) <= 10).all()
+    top = torch.softmax(warp_logits(scores, 1.0, 10), -1).max(-1).values
+    assert (top > 0.05 + 1e-3).all() and torch.allclose(p.max(-1).values.clamp_max(0.05), torch.full((3,), 0.05))
+
+
+def test_larger_bf16_generator_with_float32_q_model():
+    """The generator may differ from Q_D in size and dtype; only the vocabulary must match."""
+    gen, tok = load_lm(tiny_lm_config("gpt2", num_layers=3, hidden_size=96, num_heads=4))
+    gen = peaky(gen).to(torch.bfloat16)
+    vm = random_q_model("gpt2")
+    s = RectifiedSampler(gen, tok, vm, DecodingConfig(max_new_tokens=3, epsilon=0.9, num_return_sequences=2))
+    res = s.generate(PROMPTS, seeds=0)
+    assert res.sequences.shape == (6, 3) and not s.shared
+    with pytest.raises(ValueError, match="not the generator"):
+        RectifiedSampler(gen, tok, vm, DecodingConfig(shared_backbone=True))

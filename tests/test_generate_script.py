@@ -1,0 +1,106 @@
+"""scripts/generate.py: prompt formats, the debug=smoke config, and resuming without duplicates."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from rectify.decoding.io import PromptFileError, prepare_resume, read_prompts
+from rectify.decoding.runner import run_generation
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ["Hello there", "You are a", "Why", "The weather today is"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def smoke_cfg(tmp_path: Path, out: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("generate", overrides=["debug=smoke", f"prompts_path={tmp_path / 'p.jsonl'}",
+                                              f"output_path={out}", f"paths.output_dir={tmp_path}", *overrides])
+
+
+@pytest.fixture()
+def prompt_file(tmp_path):
+    with open(tmp_path / "p.jsonl", "w") as f:
+        for i, p in enumerate(PROMPTS):
+            f.write(json.dumps({"prompt": {"text": p, "toxicity": 0.1 * i}, "source": f"x:{i}"}) + "\n")
+    return tmp_path / "p.jsonl"
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_resume_continues_without_duplicates(tmp_path, prompt_file):
+    full = tmp_path / "full.jsonl"
+    run_generation(smoke_cfg(tmp_path, full, "batch_size=4"))
+    expected = lines(full)
+    assert [r["prompt"]["text"] for r in expected] == PROMPTS
+    assert all(len(r["generations"]) == 2 for r in expected)
+
+    out = tmp_path / "resumed.jsonl"
+    run_generation(smoke_cfg(tmp_path, out, "limit=2", "batch_size=1"))  # "killed" after two prompts
+    assert len(lines(out)) == 2
+    with open(out, "a") as f:
+        f.write('{"prompt": {"text": "half a li')  # a kill in the middle of a write
+    meta = run_generation(smoke_cfg(tmp_path, out, "batch_size=3"))
+    assert lines(out) == expected  # same samples whatever the batching, no duplicates, no half line
+    assert meta["counts"]["prompts"] == 4 and meta["counts"]["row_steps"] > 0
+    on_disk = json.loads((tmp_path / "resumed.jsonl.meta.json").read_text())
+    assert on_disk["counts"] == meta["counts"] and on_disk["config"]["decoding"]["rectify"] is True
+    run_generation(smoke_cfg(tmp_path, out))  # already complete: nothing appended
+    assert lines(out) == expected
+
+
+def test_plain_and_txt_prompts(tmp_path):
+    (tmp_path / "p.txt").write_text("Hello there\nYou are a\n")
+    out = tmp_path / "plain.jsonl"
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("generate", overrides=["debug=smoke", "decoding=plain", f"prompts_path={tmp_path / 'p.txt'}",
+                                             f"output_path={out}", f"paths.output_dir={tmp_path}"])
+    meta = run_generation(cfg)
+    rows = lines(out)
+    assert [r["prompt"]["text"] for r in rows] == ["Hello there", "You are a"]
+    assert meta["counts"]["dead_ends"] == 0 and meta["config"]["decoding"]["rectify"] is False
+
+
+def test_rectify_without_value_model_is_a_clear_error(tmp_path, prompt_file):
+    with pytest.raises(ValueError, match="value_model_path"):
+        run_generation(smoke_cfg(tmp_path, tmp_path / "o.jsonl", "untrained_value_model=false"))
+
+
+def test_prompt_file_errors_and_partial_lines(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": {"text": "ok"}}\n\n{"prompt": 3}\n')
+    with pytest.raises(PromptFileError, match=r"bad.jsonl:3"):
+        read_prompts(bad)
+    bad.write_text('{"prompt": "a string"}\n{"text": "top level"}\nnope\n')
+    with pytest.raises(PromptFileError, match=r"bad.jsonl:3: not valid JSON"):
+        read_prompts(bad)
+    bad.write_text('{"prompt": "a string"}\n{"text": "top level", "split": "test"}\n')
+    assert read_prompts(bad) == [{"prompt": {"text": "a string"}}, {"prompt": {"text": "top level"}, "split": "test"}]
+    part = tmp_path / "part.jsonl"
+    part.write_text('{"a": 1}\n{"b": 2}\n{"c"')
+    assert prepare_resume(part) == 2 and part.read_text() == '{"a": 1}\n{"b": 2}\n'
+    assert prepare_resume(tmp_path / "missing.jsonl") == 0
+
+
+@pytest.mark.slow
+def test_script_runs_under_hydra(tmp_path, prompt_file):
+    out = tmp_path / "cli.jsonl"
+    subprocess.run([sys.executable, str(ROOT / "scripts/generate.py"), "debug=smoke", f"prompts_path={prompt_file}",
+                    f"output_path={out}", f"hydra.run.dir={tmp_path / 'run'}"], check=True, cwd=ROOT)
+    assert len(lines(out)) == len(PROMPTS)

@@ -1,0 +1,108 @@
+"""The real Hydra configs, composed and run: smoke runs of both experiments, export, resume, multirun."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from rectify.training.run import train
+from rectify.value_model import ValueModel
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = str(ROOT / "configs")
+
+
+def cfg_for(tmp_path, *overrides):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}", *overrides])
+    return cfg
+
+
+def test_paper_experiment_hyperparameters(tmp_path):
+    cfg = cfg_for(tmp_path, "+experiment=gpt2")
+    m = cfg.model
+    assert m.backbone.name_or_path == "gpt2" and m.backbone.random_init is None
+    assert (m.gamma, m.q_min, m.q_max, m.polyak_alpha) == (1.0, -1.0, 0.0, 0.1)
+    assert not m.freeze_backbone and m.td.mode == "td0" and m.hidden_mult == 2
+    assert (m.optimizer.lr, m.scheduler.name, m.scheduler.warmup_steps) == (3e-4, "linear", 500)
+    assert cfg.data.batch_size == 64 and cfg.trainer.max_epochs == 3
+    assert "wandb" in cfg.logger
+
+
+def test_smoke_keeps_experiment_and_family(tmp_path):
+    for exp, family in (("gpt2", "gpt2"), ("smollm2", "llama")):
+        cfg = cfg_for(tmp_path, f"+experiment={exp}", "debug=smoke")
+        assert cfg.model.backbone.family == family and cfg.model.backbone.random_init.num_layers == 2
+        assert cfg.synthetic_data.enabled and cfg.logger is None and cfg.trainer.max_steps == 3
+        OmegaConf.resolve(cfg)  # every interpolation resolves
+
+
+@pytest.mark.parametrize("exp", [pytest.param("gpt2", marks=pytest.mark.slow), "smollm2"])
+def test_smoke_run_exports_loadable_model(tmp_path, exp, capsys):
+    cfg = cfg_for(tmp_path, f"+experiment={exp}", "debug=smoke", "model.gamma=0.9")
+    metrics = train(cfg)
+    assert "val/loss" in metrics and "val/auc_min_q" in metrics
+    export = tmp_path / "value_model"
+    assert f"value model exported to {export}" in capsys.readouterr().out
+    vm = ValueModel.from_pretrained(export)
+    assert vm.value_config.gamma == 0.9
+    ids = vm.tokenizer(["a test"], return_tensors="pt")
+    with torch.no_grad():
+        q = vm(ids["input_ids"], ids["attention_mask"])
+    assert q.shape[-1] == len(vm.tokenizer) and torch.isfinite(q).all()
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_resume_from_checkpoint(tmp_path):
+    first = cfg_for(tmp_path / "a", "+experiment=smollm2", "debug=smoke", "trainer.max_steps=1", "export=false")
+    train(first)
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 1
+    second = cfg_for(tmp_path / "b", "+experiment=smollm2", "debug=smoke", "trainer.max_steps=2",
+                     f"ckpt_path={last}", "export=false")
+    train(second)
+    state = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["global_step"] == 2 and int(state["state_dict"]["polyak_updates"]) == 2
+
+
+def _script(*args, cwd):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PROJECT_ROOT": str(cwd)}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exp", ["gpt2", "smollm2"])
+def test_script_smoke_subprocess(tmp_path, exp):
+    res = _script(f"+experiment={exp}", "debug=smoke", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "value model exported to" in res.stdout
+
+
+@pytest.mark.slow
+def test_multirun_over_gamma(tmp_path):
+    res = _script("-m", "+experiment=smollm2", "debug=smoke", "model.gamma=0.9,1.0", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    exports = sorted(tmp_path.glob("outputs/train_smollm2/multiruns/*/*/value_model/value_config.json"))
+    assert len(exports) == 2
+    gammas = sorted(ValueModel.from_pretrained(p.parent).value_config.gamma for p in exports)
+    assert gammas == [0.9, 1.0]
+
+
+@pytest.mark.parametrize("name, expected", [("csv", "CSVLogger"), ("wandb", "WandbLogger"), ("none", None)])
+def test_logger_configs_build(tmp_path, monkeypatch, name, expected):
+    from rectify.training.run import build_loggers
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # WANDB_MODE wins over the config's offline default
+    cfg = cfg_for(tmp_path, f"logger={name}")
+    loggers = build_loggers(cfg.logger)
+    assert [type(lg).__name__ for lg in loggers] == ([expected] if expected else [])
+    if name == "wandb":
+        assert OmegaConf.select(cfg, "logger.wandb.mode") == "offline"

@@ -1,0 +1,100 @@
+"""Value-data reading: errors name file:line, skipping counts, tokenization and padding."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from rectify.training.data import (
+    TokenizedValueDataset,
+    ValueCollator,
+    ValueDataError,
+    ValueDataModule,
+    read_value_jsonl,
+)
+from rectify.training.synthetic import write_synthetic
+
+GOOD = {"text": "you are kind", "reward": [0], "prompt_len": 1}
+
+
+def _write(tmp_path, lines, name="d.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    return path
+
+
+@pytest.mark.parametrize("bad, message", [
+    ('{"text": "a", "reward": [0]', "malformed JSON"),
+    ({"reward": [0]}, "missing field 'text'"),
+    ({"text": "hello"}, "missing field 'reward'"),
+    ({"text": "   ", "reward": [0]}, "non-empty string"),
+    ({"text": "hello", "reward": [-2.0]}, "outside [q_min, q_max]"),
+    ({"text": "hello", "reward": [0.5]}, "outside [q_min, q_max]"),
+    ({"text": "hello", "reward": [0, -1]}, "one terminal reward"),
+    ({"text": "hello", "reward": ["x"]}, "finite number"),
+    ({"text": "hello", "reward": [0], "prompt_len": -1}, "prompt_len"),
+    ([1, 2], "JSON object"),
+])
+def test_bad_lines_name_file_and_line(tmp_path, bad, message):
+    path = _write(tmp_path, [GOOD, "", GOOD, bad, GOOD])
+    with pytest.raises(ValueDataError) as info:
+        read_value_jsonl(path)
+    assert f"{path}:4:" in str(info.value) and message in str(info.value)
+
+
+def test_skip_bad_lines_counts(tmp_path, caplog):
+    path = _write(tmp_path, [GOOD, "not json", {"text": "x", "reward": [3]}, GOOD])
+    records, skipped = read_value_jsonl(path, skip_bad_lines=True)
+    assert len(records) == 2 and skipped == 2
+    assert records[1].where == f"{path}:4"
+    assert "skipped 2 bad lines" in caplog.text
+
+
+def test_too_short_text_named(tmp_path, gpt2_tok):
+    tok = gpt2_tok
+    path = _write(tmp_path, [GOOD, {"text": "hi", "reward": [0]}])
+    records, _ = read_value_jsonl(path)
+    with pytest.raises(ValueDataError, match=f"{path}:2: text has 1 token"):
+        TokenizedValueDataset(records, tok, max_length=32)
+    ds = TokenizedValueDataset(records, tok, max_length=32, skip_bad_lines=True)
+    assert len(ds) == 1 and ds.skipped == 1
+
+
+def test_collate_pads_with_mask_not_token_ids(tmp_path, smollm2_tok):
+    tok = smollm2_tok
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    path = _write(tmp_path, [{"text": "one two three four five", "reward": [-1], "prompt_len": 2},
+                             {"text": "six seven", "reward": [0], "prompt_len": 1}])
+    records, _ = read_value_jsonl(path)
+    ds = TokenizedValueDataset(records, tok, max_length=32)
+    batch = ValueCollator(pad)([ds[0], ds[1]])
+    n0, n1 = len(ds[0]["input_ids"]), len(ds[1]["input_ids"])
+    assert batch["input_ids"].shape == (2, max(n0, n1))
+    assert batch["attention_mask"].sum(-1).tolist() == [n0, n1]
+    assert batch["reward"].tolist() == [-1.0, 0.0] and batch["prompt_len"].tolist() == [2, 1]
+    # no silent BOS: the ids are exactly the tokenizer's default call
+    assert ds[0]["input_ids"] == tok("one two three four five")["input_ids"]
+    # a batch where one line lacks prompt_len has none
+    batch = ValueCollator(pad)([ds[0], {**ds[1], "prompt_len": None}])
+    assert batch["prompt_len"] is None
+
+
+def test_truncation(tmp_path, gpt2_tok):
+    path = _write(tmp_path, [{"text": "word " * 50, "reward": [0]}])
+    ds = TokenizedValueDataset(read_value_jsonl(path)[0], gpt2_tok, max_length=8)
+    assert len(ds[0]["input_ids"]) == 8
+
+
+def test_datamodule_on_synthetic(tmp_path, gpt2_tok):
+    tok = copy.deepcopy(gpt2_tok)  # the session fixture stays untouched
+    tok.pad_token = tok.eos_token
+    train, val = write_synthetic(tmp_path, 10, 6, tokenizer=tok)
+    dm = ValueDataModule(tok, str(train), str(val), batch_size=4)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"input_ids", "attention_mask", "reward", "prompt_len"}
+    assert batch["input_ids"].dtype == torch.long and len(dm.val_set) == 6
+    assert set(batch["reward"].tolist()) <= {0.0, -1.0}

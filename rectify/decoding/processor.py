@@ -69,6 +69,9 @@ class RectifyLogitsProcessor(LogitsProcessor):
                                                    position_ids_from_mask(mask).to(device))
         v = scores.shape[-1]
         q = self.value_model.q_values(hidden[:, -1], target=self.target).float()[:, :v].to(scores.device)
+        if q.shape[-1] != v:
+            raise ValueError(f"the generator scores {v} tokens but Q_D only {q.shape[-1]}: Q_D must share the "
+                             "generator's vocabulary (check rectify.lm.same_vocabulary on the tokenizers)")
         probs = torch.softmax(warp_logits(scores, self.temperature, self.top_k, self.top_p), -1)
         caps = caps_from_q(q, self.epsilon, self.p_min, self.p_max, self.cap_mode)
         proj = project(probs, caps, fallback=lambda: torch.softmax(scores.float() / self.temperature, -1))

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from transformers import (
 )
 
 from rectify import assets
+from rectify.config_utils import config_values
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +82,7 @@ class LMConfig:
         """Accept an LMConfig, a dict or an OmegaConf node."""
         if isinstance(cfg, LMConfig):
             return cfg
-        if not isinstance(cfg, Mapping):
-            from omegaconf import OmegaConf
-
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-        known = {f.name for f in fields(cls)}
-        unknown = set(cfg) - known - {"_target_"}
-        if unknown:
-            raise LMLoadError(f"unknown LM config keys {sorted(unknown)}; known: {sorted(known)}")
-        values = {k: v for k, v in cfg.items() if k in known}
+        values = config_values(cls, cfg, "LM", LMLoadError)
         if isinstance(values.get("random_init"), Mapping):
             values["random_init"] = RandomInit(**values["random_init"])
         return cls(**values)

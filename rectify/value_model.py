@@ -12,7 +12,7 @@ import inspect
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from rectify.config_utils import config_values
 from rectify.lm import load_lm, transformer_layers
 
 log = logging.getLogger(__name__)
@@ -62,19 +63,9 @@ class ValueConfig:
     @classmethod
     def from_any(cls, cfg: Any) -> ValueConfig:
         """Accept a ValueConfig, a dict or an OmegaConf node (unknown keys are an error)."""
-        if cfg is None:
-            return cls()
         if isinstance(cfg, ValueConfig):
             return cfg
-        if not isinstance(cfg, Mapping):
-            from omegaconf import OmegaConf
-
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-        known = {f.name for f in fields(cls)}
-        unknown = set(cfg) - known - {"_target_"}
-        if unknown:
-            raise ValueError(f"unknown value-model config keys {sorted(unknown)}; known: {sorted(known)}")
-        out = cls(**{k: v for k, v in cfg.items() if k in known})
+        out = cls(**config_values(cls, cfg, "value-model"))
         if not out.q_min < out.q_max:
             raise ValueError(f"q_min={out.q_min} must be < q_max={out.q_max}")
         if out.hidden_mult < 1:

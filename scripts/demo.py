@@ -7,6 +7,7 @@ themselves too), so an interrupted demo continues. Outputs: ``outputs/demo/{repo
 
 from __future__ import annotations
 
+import csv
 import json
 import shlex
 import shutil
@@ -93,6 +94,11 @@ def summarize(out: Path, data_dir: Path, timings: dict[str, float]) -> None:
     metrics = sorted((out / "train").glob("**/metrics.csv"))
     if metrics:
         print(f"\nQ_D training metrics (CSV logger): {metrics[-1]}")
+        with open(metrics[-1], newline="") as fh:
+            val_rows = [r for r in csv.DictReader(fh) if r.get("val/auc_min_q")]
+        for r in val_rows:
+            print(f"  epoch {r['epoch']}: val/loss {float(r['val/loss']):.4f}  dead-end AUC of min_t Q "
+                  f"{float(r['val/auc_min_q']):.3f}  of final-step Q {float(r['val/auc_final_q']):.3f}")
     report = out / "report.md"
     print(f"\nReport: {report}\nTable:  {out / 'results.csv'}\nPlot:   {out / 'tradeoff.png'}\n")
     if report.exists():

@@ -66,7 +66,7 @@ def test_tiny_random_models_build_from_config(family, vocab):
     assert logits.shape[:2] == ids.input_ids.shape and logits.shape[-1] == vocab
     # Same seed, same weights.
     again, _ = load_lm(tiny_lm_config(family, num_layers=3, hidden_size=32, num_heads=2))
-    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters(), strict=True))
 
 
 def test_truncation_keeps_first_layers():
@@ -74,7 +74,7 @@ def test_truncation_keeps_first_layers():
     first = [p.clone() for p in transformer_layers(full)[0].parameters()]
     truncate_layers(full, 2)
     assert len(transformer_layers(full)) == 2 and full.config.n_layer == 2
-    assert all(torch.equal(a, b) for a, b in zip(first, transformer_layers(full)[0].parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(first, transformer_layers(full)[0].parameters(), strict=True))
     with pytest.raises(LMLoadError, match="num_layers=5"):
         truncate_layers(full, 5)
 

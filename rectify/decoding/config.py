@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
+from rectify.config_utils import config_values
 from rectify.decoding.caps import CapConfig
 
 
@@ -53,19 +53,4 @@ class DecodingConfig:
     @classmethod
     def from_any(cls, cfg: Any = None, **overrides: Any) -> DecodingConfig:
         """Accept a DecodingConfig, dict or OmegaConf node; unknown keys are an error."""
-        if cfg is None:
-            values: dict[str, Any] = {}
-        elif isinstance(cfg, DecodingConfig):
-            values = {f.name: getattr(cfg, f.name) for f in fields(cls)}
-        else:
-            if not isinstance(cfg, Mapping):
-                from omegaconf import OmegaConf
-
-                cfg = OmegaConf.to_container(cfg, resolve=True)
-            values = {k: v for k, v in cfg.items() if k != "_target_"}
-        values |= overrides
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown decoding config keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**values)
+        return cls(**config_values(cls, cfg, "decoding", **overrides))

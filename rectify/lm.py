@@ -179,7 +179,10 @@ def _gguf_to_fp32_dir(gguf_dir: Path, gguf_file: str, target: Path) -> Path:
 
 def smollm2_dir() -> Path:
     """fp32 directory of the bundled SmolLM2-135M-Instruct (built on first use)."""
-    return _gguf_to_fp32_dir(assets.get_asset("smollm2"), SMOLLM2_GGUF, assets.derived_dir("smollm2-135m-fp32"))
+    target = assets.derived_dir("smollm2-135m-fp32")
+    if target.exists():  # built atomically from the verified asset: no need to touch the GGUF again
+        return target
+    return _gguf_to_fp32_dir(assets.get_asset("smollm2"), SMOLLM2_GGUF, target)
 
 
 def gemma3_gguf() -> Path:
@@ -205,8 +208,11 @@ def gemma3_gguf() -> Path:
 
 def gemma3_dir() -> Path:
     """fp32 directory of the bundled Gemma-3-270m base model (built on first use)."""
+    target = assets.derived_dir("gemma3-270m-fp32")
+    if target.exists():  # skip re-hashing the 250 MB GGUF on every load
+        return target
     gguf = gemma3_gguf()
-    return _gguf_to_fp32_dir(gguf.parent, gguf.name, assets.derived_dir("gemma3-270m-fp32"))
+    return _gguf_to_fp32_dir(gguf.parent, gguf.name, target)
 
 
 # --------------------------------------------------------------------------- random and truncated models

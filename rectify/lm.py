@@ -8,6 +8,8 @@ models of the same family and tokenizer for tests and ``debug=smoke`` runs.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import shutil
@@ -332,6 +334,24 @@ def load_lm(cfg: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+@functools.cache
+def cache_kwarg(model_cls: type) -> str:
+    """Name of the KV-cache argument of ``model_cls.forward``: ``cache`` in transformers >= 5.2x, else
+    ``past_key_values`` (looked up once per class: it is used on every decoding step)."""
+    return "cache" if "cache" in inspect.signature(model_cls.forward).parameters else "past_key_values"
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache of a model output, whichever name this transformers version gives it."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that count only real tokens, so left padding does not shift them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
 def same_vocabulary(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:

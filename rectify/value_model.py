@@ -8,7 +8,6 @@ with :meth:`ValueModel.from_pretrained` without the training configs.
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import logging
 from collections.abc import Mapping
@@ -21,21 +20,18 @@ from torch import nn
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    LlamaModel,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
 from rectify.config_utils import config_values
-from rectify.lm import load_lm, transformer_layers
+from rectify.lm import cache_kwarg, load_lm, output_cache, position_ids_from_mask, transformer_layers
 
 log = logging.getLogger(__name__)
 
 VALUE_CONFIG_FILE = "value_config.json"
 HEADS_FILE = "heads.safetensors"
 BACKBONE_DIR = "backbone"
-# transformers 5.x renamed the KV-cache argument of model.forward from ``past_key_values`` to ``cache``.
-_CACHE_KWARG = "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
 
 
 class _StopForward(Exception):
@@ -216,18 +212,14 @@ class ValueModel(nn.Module):
         cache: the mask then covers the past tokens too).
         """
         if position_ids is None and attention_mask is not None:
-            pos = attention_mask.long().cumsum(-1) - 1
-            position_ids = pos.clamp_min(0)[:, -input_ids.shape[1]:]
+            position_ids = position_ids_from_mask(attention_mask)[:, -input_ids.shape[1]:]
         base = getattr(self.backbone, "base_model", self.backbone)
         kwargs: dict[str, Any] = {}
-        if past_key_values is not None:  # transformers >= 5.x names it ``cache``
-            kwargs[_CACHE_KWARG] = past_key_values
+        if past_key_values is not None:
+            kwargs[cache_kwarg(type(base))] = past_key_values
         out = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                    use_cache=use_cache, return_dict=True, **kwargs)
-        cache = getattr(out, "cache", None)
-        if cache is None:
-            cache = getattr(out, "past_key_values", None)
-        return out.last_hidden_state, (cache if use_cache else None)
+        return out.last_hidden_state, (output_cache(out) if use_cache else None)
 
     # ------------------------------------------------------------------ frozen-lower-layer cache
 

@@ -7,12 +7,12 @@ shared-backbone mode the Q head reads it, so one forward serves both models.
 
 from __future__ import annotations
 
-import inspect
-from functools import cache
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel
+
+from rectify.lm import cache_kwarg, output_cache, position_ids_from_mask  # noqa: F401 (re-exported)
 
 
 def base_model(model: PreTrainedModel) -> torch.nn.Module:
@@ -20,28 +20,12 @@ def base_model(model: PreTrainedModel) -> torch.nn.Module:
     return getattr(model, "base_model", model)
 
 
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that count only real tokens, so left padding does not shift them."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-
-
-@cache
-def _cache_kwarg(cls: type) -> str:
-    """transformers >= 5.2x names the KV-cache argument ``cache``; older versions ``past_key_values``."""
-    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
-
-
-def output_cache(out: Any) -> Any:
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else getattr(out, "past_key_values", None)
-
-
 def lm_step(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
             position_ids: torch.Tensor, past_key_values: Any = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """Return ``(logits [B, V] float32, last hidden [B, H], cache)`` for the last position."""
     base = base_model(model)
     out = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
-               return_dict=True, **{_cache_kwarg(type(base)): past_key_values})
+               return_dict=True, **{cache_kwarg(type(base)): past_key_values})
     hidden = out.last_hidden_state[:, -1]
     logits = model.get_output_embeddings()(hidden).float()
     softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)

@@ -327,7 +327,10 @@ def load_lm(cfg: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         except Exception as exc:  # noqa: BLE001
             raise _hub_error(str(path), exc) from exc
     if cfg.num_layers is not None:
-        truncate_layers(model, cfg.num_layers)
+        # a random model is already as small as asked: num_layers only caps its depth, so a smoke run of an
+        # experiment that truncates a real backbone (e.g. to 10 blocks) still builds its tiny stand-in
+        depth = min(cfg.num_layers, cfg.random_init.num_layers) if cfg.random_init is not None else cfg.num_layers
+        truncate_layers(model, depth)
     model = model.to(_dtype(cfg.dtype))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id

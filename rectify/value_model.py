@@ -55,6 +55,11 @@ class ValueConfig:
     init_scale: float = 0.01
     init_bias: float | None = None  # default: the middle of [q_min, q_max] (before the sigmoid if bounded)
     state_value: bool = False  # Q(s, a) = V(s) + A(s, a): a shared term every step trains
+    # keep the head's output rows (and per-token biases) fixed at their init: with init_from_lm_head the
+    # action term is then a learned query of the state dotted with the LM's own token embeddings, so what
+    # is learned about one token carries over to tokens with similar embeddings instead of every row being
+    # fitted to its own few occurrences (which over-fits a small data set)
+    freeze_output_rows: bool = False
 
     @classmethod
     def from_any(cls, cfg: Any) -> ValueConfig:
@@ -136,6 +141,10 @@ class ValueModel(nn.Module):
         self.target_head.requires_grad_(False)
         self.target_head.dropout = nn.Identity()  # bootstrap targets without dropout noise (no weights change)
         self._apply_freezing()
+        if self.value_config.freeze_output_rows:
+            if not self.value_config.init_from_lm_head:
+                raise ValueError("freeze_output_rows needs init_from_lm_head (frozen random rows carry no meaning)")
+            self.head.out.requires_grad_(False)
 
     # ------------------------------------------------------------------ construction
 
@@ -340,8 +349,11 @@ class ValueModel(nn.Module):
             tok.pad_token = tok.eos_token
         from dataclasses import replace
 
-        model = cls(backbone, replace(cfg, init_from_lm_head=False), tok)  # saved weights replace any init
+        # saved weights replace any init (and frozen rows need no LM init to be restored)
+        model = cls(backbone, replace(cfg, init_from_lm_head=False, freeze_output_rows=False), tok)
         model.value_config = cfg
+        if cfg.freeze_output_rows:
+            model.head.out.requires_grad_(False)
         state = load_file(str(directory / HEADS_FILE))
         model.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
         model.target_head.load_state_dict(

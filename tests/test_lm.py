@@ -79,6 +79,14 @@ def test_truncation_keeps_first_layers():
         truncate_layers(full, 5)
 
 
+def test_num_layers_caps_a_random_models_depth():
+    from dataclasses import replace
+
+    cfg = tiny_lm_config("llama", num_layers=2)
+    assert len(transformer_layers(load_lm(replace(cfg, num_layers=10))[0])) == 2  # smoke stand-in of a 10-block Q_D
+    assert len(transformer_layers(load_lm(replace(cfg, num_layers=1))[0])) == 1
+
+
 def test_config_from_omegaconf_and_unknown_keys():
     from omegaconf import OmegaConf
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -90,12 +91,14 @@ def test_freeze_with_top_layers(tiny_llama):
 
 def test_save_load_round_trip(tiny_llama, tmp_path):
     model, tok = tiny_llama
-    vm = ValueModel.from_backbone(model, {"gamma": 0.9, "dropout": 0.1, "init_from_lm_head": True}, tok).eval()
+    vm = ValueModel.from_backbone(model, {"gamma": 0.9, "dropout": 0.1, "init_from_lm_head": True,
+                                          "freeze_output_rows": True}, tok).eval()
     with torch.no_grad():
         vm.target_head.out.bias.add_(0.3)  # target differs from online: both must survive
     out = vm.save_pretrained(tmp_path / "vm")
     loaded = ValueModel.from_pretrained(out)
     assert loaded.value_config == vm.value_config
+    assert not loaded.head.out.weight.requires_grad
     assert loaded.tokenizer is not None and len(loaded.tokenizer) == len(tok)
     ids, mask = _batch(tok)
     with torch.no_grad():
@@ -158,3 +161,31 @@ def test_dropout_only_on_the_online_head(tiny_gpt2):
     a, b = vm.q_values(hidden, target=True), vm.q_values(hidden, target=True)
     torch.testing.assert_close(a, b)  # targets are deterministic in train mode
     assert not torch.equal(vm.q_values(hidden), vm.q_values(hidden))
+
+
+def test_freeze_output_rows_trains_the_query_not_the_rows(tiny_llama):
+    model, tok = tiny_llama
+    vm = ValueModel.from_backbone(model, {"init_from_lm_head": True, "freeze_output_rows": True,
+                                          "state_value": True, "freeze_backbone": True}, tok)
+    rows = vm.head.out.weight.detach().clone()
+    assert not vm.head.out.weight.requires_grad and not vm.head.out.bias.requires_grad
+    assert vm.head.fc.weight.requires_grad and vm.head.value.weight.requires_grad
+    ids, mask = _batch(tok)
+    hidden, _ = vm.hidden_states(ids, mask)
+    taken = ids[:, 1:]
+    untaken = torch.full_like(taken, int(ids.max()) + 1)  # a token that no position takes
+    with torch.no_grad():
+        before = vm.q_taken(hidden[:, :-1], untaken)
+    opt = torch.optim.SGD([p for p in vm.parameters() if p.requires_grad], lr=0.5)
+    vm.q_taken(hidden[:, :-1], taken).sum().backward()  # push every taken token's Q down
+    opt.step()
+    torch.testing.assert_close(vm.head.out.weight, rows)
+    with torch.no_grad():
+        after = vm.q_taken(hidden[:, :-1], untaken)
+    assert not torch.allclose(before, after)  # the learned query moves Q of tokens never taken too
+
+
+def test_freeze_output_rows_needs_lm_init(tiny_llama):
+    model, tok = tiny_llama
+    with pytest.raises(ValueError, match="init_from_lm_head"):
+        ValueModel.from_backbone(model, {"freeze_output_rows": True}, tok)

@@ -27,7 +27,12 @@ NOISE_LAST = {"steps", "row_steps", "dead_ends", "dead_end_fallbacks", "outside_
 COVERED = {"method", "epsilon", "rectify"}
 IGNORED_PREFIXES = ("override.eval.", "override.hydra.", "override.report.", "override.logger", "qd.override.hydra.",
                     "qd.override.logger", "qd.override.trainer.", "qd.override.debug")
-KEY_PREFIXES = ("override.", "qd.", "meta.")  # preference order when two keys split the runs the same way
+KEY_PREFIXES = ("override.", "qd.", "meta.")
+# Preference order when two keys split the runs the same way: what was typed for the generation run, then
+# Q_D's saved config (qd.layers, qd.gamma, ...: complete for every Q_D, however it was trained), then the
+# overrides of Q_D's training run (absent where a Q_D kept a default or was saved outside a Hydra run, so a
+# size / gamma / q-bound sweep would show "-" for it), then the generation metadata.
+KEY_RANKS = ("override.", "qd.", "qd.override.", "meta.")
 
 
 def is_noise(key: str) -> bool:
@@ -100,11 +105,32 @@ def _codes(values: Sequence[Any]) -> tuple[int, ...]:
     return tuple(seen.setdefault("<na>" if _missing(v) else str(v), len(seen)) for v in values)
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal as numbers when both are numbers (an override's "2" and a config's 2), else as text."""
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def partial_copy(values: Sequence[Any], of: Sequence[Any]) -> bool:
+    """True when ``values`` equals ``of`` wherever ``values`` is present: e.g. a training override that only
+    the non-default Q_Ds have, next to the saved config value that every Q_D has."""
+    return all(_missing(v) or (not _missing(o) and _same(v, o)) for v, o in zip(values, of, strict=True))
+
+
+def key_rank(key: str) -> int:
+    """Position in :data:`KEY_RANKS` of the longest prefix ``key`` has (lower = preferred)."""
+    return max((i for i, p in enumerate(KEY_RANKS) if key.startswith(p)), key=lambda i: len(KEY_RANKS[i]),
+               default=len(KEY_RANKS))
+
+
 def swept_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Metadata / override keys with >= 2 distinct values across runs (each partition listed once,
-    overrides preferred), excluding bookkeeping such as paths, times and counts."""
+    """Metadata / override keys with >= 2 distinct values across runs (each partition listed once, by the
+    first key in :func:`key_rank` order; a key that only repeats a chosen one where it is set is left out),
+    excluding bookkeeping such as paths, times and counts."""
     keys = list(dict.fromkeys(k for r in rows for k in r if k.startswith(KEY_PREFIXES)))
-    keys.sort(key=lambda k: (next(i for i, p in enumerate(KEY_PREFIXES) if k.startswith(p)), k))
+    keys.sort(key=lambda k: (key_rank(k), k))
     seen_partitions = {_codes([r.get(c) for r in rows]) for c in ("method", "epsilon")}
     chosen = []
     for key in keys:
@@ -115,7 +141,7 @@ def swept_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         if len({str(v) for v in values if not _missing(v)}) < 2:
             continue
         codes = _codes(values)
-        if codes in seen_partitions:
+        if codes in seen_partitions or any(partial_copy(values, [r.get(c) for r in rows]) for c in chosen):
             continue
         seen_partitions.add(codes)
         chosen.append(key)

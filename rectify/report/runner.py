@@ -73,7 +73,8 @@ def write_report(
     png = tradeoff_plot(rows, out / plot_name, subset=plot_subset, swept=swept)
 
     cols = headline_columns(rows, swept, ci=ci)
-    judge = sorted({str(r.get("judge")) for r in rows})
+    # runs evaluated with eval.perplexity=false have no judge: say "none", not "nan"
+    judge = sorted({str(r["judge"]) for r in rows if isinstance(r.get("judge"), str)}) or ["none"]
     parts = [f"# {title}", "",
              f"{len({r.get('input') for r in rows})} generation runs; scorers: "
              f"{', '.join(sorted({str(r['scorer']) for r in rows}))}; fluency judge: {', '.join(judge)}; "

@@ -76,13 +76,22 @@ def check_targets(rows: list[dict[str, Any]], targets: Mapping[str, float] | Non
     return rows
 
 
+def _order(v: Any) -> tuple[int, float, str]:
+    """Sort key of a swept value: numbers by value (Q_D sizes 6 < 12 < 30, also when read back as strings),
+    then anything else as text, missing last."""
+    if _missing(v):
+        return (2, 0.0, "")
+    x = _num(v)
+    return (1, 0.0, str(v)) if math.isnan(x) else (0, x, "")
+
+
 def sort_rows(rows: list[dict[str, Any]], swept: Sequence[str]) -> list[dict[str, Any]]:
     """Subset (non-toxic first), scorer, plain before the rest, swept keys, method, epsilon ascending."""
 
     def key(r):
         eps = _num(r.get("epsilon"))
         return (SUBSET_ORDER.get(str(r["subset"]), 9), str(r["scorer"]), not is_baseline(r),
-                *[str(r.get(k)) for k in swept], str(r.get("method")), math.inf if math.isnan(eps) else eps)
+                *[_order(r.get(k)) for k in swept], str(r.get("method")), math.inf if math.isnan(eps) else eps)
 
     return sorted(rows, key=key)
 

@@ -141,10 +141,7 @@ class ValueModel(nn.Module):
         self.target_head.requires_grad_(False)
         self.target_head.dropout = nn.Identity()  # bootstrap targets without dropout noise (no weights change)
         self._apply_freezing()
-        if self.value_config.freeze_output_rows:
-            if not self.value_config.init_from_lm_head:
-                raise ValueError("freeze_output_rows needs init_from_lm_head (frozen random rows carry no meaning)")
-            self.head.out.requires_grad_(False)
+        self._freeze_output_rows()
 
     # ------------------------------------------------------------------ construction
 
@@ -192,6 +189,15 @@ class ValueModel(nn.Module):
             if head.value is not None:
                 head.value.weight.zero_()
                 head.value.bias.zero_()
+
+    def _freeze_output_rows(self) -> None:
+        """With ``freeze_output_rows``: the head's output rows (set by the LM init or a checkpoint) stay fixed."""
+        cfg = self.value_config
+        if not cfg.freeze_output_rows:
+            return
+        if not cfg.init_from_lm_head:
+            raise ValueError("freeze_output_rows needs init_from_lm_head (frozen random rows carry no meaning)")
+        self.head.out.requires_grad_(False)
 
     def _apply_freezing(self) -> None:
         cfg = self.value_config
@@ -352,8 +358,7 @@ class ValueModel(nn.Module):
         # saved weights replace any init (and frozen rows need no LM init to be restored)
         model = cls(backbone, replace(cfg, init_from_lm_head=False, freeze_output_rows=False), tok)
         model.value_config = cfg
-        if cfg.freeze_output_rows:
-            model.head.out.requires_grad_(False)
+        model._freeze_output_rows()
         state = load_file(str(directory / HEADS_FILE))
         model.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
         model.target_head.load_state_dict(

@@ -136,7 +136,8 @@ def test_caps_hold_on_sampled_distribution(models):
     gen, tok, vm = models
     s = sampler(models, top_k=50, top_p=0.9, temperature=0.7)
     ids, mask = s.encode(PROMPTS)
-    from rectify.decoding.forward import lm_step, position_ids_from_mask, q_step
+    from rectify.decoding.forward import lm_step, q_step
+    from rectify.lm import position_ids_from_mask
 
     pos = position_ids_from_mask(mask)
     logits, _, _ = lm_step(gen, ids, mask, pos)

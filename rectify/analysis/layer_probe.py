@@ -43,16 +43,17 @@ def position_features(model: Any, tokenizer: Any, records: list[ValueRecord], la
     when ``prompt_len`` is unknown. One trajectory at a time: no padding to get wrong, and the data sets this
     is meant for (a few thousand short texts) fit comfortably.
     """
+    n_layers = model.config.get_text_config().num_hidden_layers
+    bad = [layer for layer in layers if not 0 <= layer <= n_layers]
+    if bad:
+        raise ValueError(f"layer {bad[0]} is outside 0..{n_layers} for this backbone")
     feats: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
     owner: list[np.ndarray] = []
     for i, rec in enumerate(tqdm(records, desc=desc)):
         ids = tokenizer(rec.text, return_tensors="pt", truncation=True, max_length=max_length).input_ids
         hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
-        n_layers = len(hidden) - 1
         start = min(max((rec.prompt_len or 1) - 1, 0), ids.shape[1] - 1)
         for layer in layers:
-            if not 0 <= layer <= n_layers:
-                raise ValueError(f"layer {layer} is outside 0..{n_layers} for this backbone")
             feats[layer].append(hidden[layer][0, start:].float().numpy())
         owner.append(np.full(ids.shape[1] - start, i))
     toxic = np.array([int(r.reward <= threshold) for r in records])

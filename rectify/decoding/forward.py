@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-from rectify.lm import cache_kwarg, output_cache, position_ids_from_mask  # noqa: F401 (re-exported)
+from rectify.lm import cache_kwarg, output_cache
 
 
 def base_model(model: PreTrainedModel) -> torch.nn.Module:

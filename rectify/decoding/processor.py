@@ -22,9 +22,9 @@ import torch
 from transformers import LogitsProcessor
 
 from rectify.decoding.caps import caps_from_q
-from rectify.decoding.forward import position_ids_from_mask
 from rectify.decoding.projection import project
 from rectify.decoding.warping import warp_logits
+from rectify.lm import position_ids_from_mask
 
 
 class RectifyLogitsProcessor(LogitsProcessor):

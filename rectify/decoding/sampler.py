@@ -21,10 +21,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rectify.decoding.caps import caps_from_q
 from rectify.decoding.config import DecodingConfig
-from rectify.decoding.forward import lm_step, position_ids_from_mask, q_step
+from rectify.decoding.forward import lm_step, q_step
 from rectify.decoding.projection import project
 from rectify.decoding.warping import warp_logits
-from rectify.lm import same_vocabulary
+from rectify.lm import position_ids_from_mask, same_vocabulary
 
 
 class VocabularyMismatch(ValueError):

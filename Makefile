@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@if $(PY) -c "import torch" 2>/dev/null; then \
 		echo "torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
-	elif $(PY) -m pip install --no-index "torch==$(TORCH_VERSION)" >/dev/null 2>&1; then \
-		echo "installed torch $(TORCH_VERSION) from a local wheel"; \
+	elif $(PY) -m pip install -q --no-index --no-deps "torch==$(TORCH_VERSION)" >/dev/null 2>&1; then \
+		echo "installed torch $(TORCH_VERSION) from a local wheel; its dependencies come from the package index"; \
+		$(PY) -m pip install -q "torch==$(TORCH_VERSION)"; \
 	else \
 		echo "installing the CPU build of torch $(TORCH_VERSION) from $(TORCH_INDEX_URL)"; \
 		$(PY) -m pip install "torch==$(TORCH_VERSION)" --index-url $(TORCH_INDEX_URL) --extra-index-url https://pypi.org/simple; \

@@ -50,20 +50,22 @@ def main(cfg: DictConfig) -> None:
     run_stage("1/5 build value data (prompts -> SmolLM2 continuations -> jigsaw_lstm labels -> train/val)",
               "build_data.py", [f"data={cfg.data}", f"hydra.run.dir={out}/build_data"], timings)
 
-    value_model = out / "train" / "value_model"
+    train_dir = Path(cfg.train_dir)
+    value_model = train_dir / "value_model"
     if (value_model / "value_config.json").exists():
         skip("2/5 train Q_D", f"{value_model} exists", timings)
     else:
         run_stage("2/5 train Q_D", "train.py", [
             f"+experiment={cfg.experiment}", f"data.train_path={data_dir}/train.json",
-            f"data.val_path={data_dir}/val.json", f"hydra.run.dir={out}/train", *cfg.train_overrides,
+            f"data.val_path={data_dir}/val.json", f"hydra.run.dir={train_dir}", *cfg.train_overrides,
         ], timings)
 
     gen = cfg.generate
     common = [f"prompts_path={data_dir}/prompts_eval.jsonl", f"limit={gen.limit}", f"batch_size={gen.batch_size}",
               f"decoding.num_return_sequences={gen.samples}", f"decoding.max_new_tokens={gen.max_new_tokens}"]
     runs = [("plain", ["decoding=plain"])] + [
-        (f"eps_{eps}", ["decoding=rectified", f"decoding.epsilon={eps}", f"value_model_path={value_model}"])
+        (f"eps_{eps}", ["decoding=rectified", f"decoding.epsilon={eps}", f"value_model_path={value_model}",
+                        *gen.rectified_overrides])
         for eps in gen.epsilons
     ]
     for i, (name, extra) in enumerate(runs, 1):
@@ -80,10 +82,10 @@ def main(cfg: DictConfig) -> None:
     run_stage("5/5 report", "report.py", [
         f"report.inputs={out}/generations", f"report.output_dir={out}", f"hydra.run.dir={out}/report_run",
     ], timings)
-    summarize(out, data_dir, timings)
+    summarize(out, data_dir, train_dir, timings)
 
 
-def summarize(out: Path, data_dir: Path, timings: dict[str, float]) -> None:
+def summarize(out: Path, data_dir: Path, train_dir: Path, timings: dict[str, float]) -> None:
     """Print what was built and measured, from the files the stages wrote."""
     print("\n" + "=" * 78 + "\nDemo finished. Stage times (s):")
     for title, seconds in timings.items():
@@ -91,7 +93,7 @@ def summarize(out: Path, data_dir: Path, timings: dict[str, float]) -> None:
     summary = data_dir / "summary.json"
     if summary.exists():
         print(f"\nValue data ({summary}):\n  {json.loads(summary.read_text())}")
-    metrics = sorted((out / "train").glob("**/metrics.csv"))
+    metrics = sorted(train_dir.glob("**/metrics.csv"))
     if metrics:
         print(f"\nQ_D training metrics (CSV logger): {metrics[-1]}")
         with open(metrics[-1], newline="") as fh:

@@ -116,3 +116,18 @@ def test_ddp_predict_with_two_cpu_processes_writes_each_prompt_once(tmp_path):
     written = [i for idx in per_rank.values() for i in idx]
     assert sorted(written) == list(range(16))
     assert cont.merge_shards(shards, prompts, tmp_path / "gen.jsonl") == 16
+
+
+def test_shard_writer_stops_after_saving_the_batch_on_sigterm(tmp_path):
+    """Lightning's predict loop ignores SIGTERM; the writer saves the batch in progress, then exits."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    writer = cont.ShardWriter(tmp_path)
+    running = SimpleNamespace(global_rank=0, received_sigterm=False)
+    writer.write_on_batch_end(running, None, [{"index": 0, "generations": []}], None, None, 0)
+    stopping = SimpleNamespace(global_rank=0, received_sigterm=True)
+    with pytest.raises(SIGTERMException):
+        writer.write_on_batch_end(stopping, None, [{"index": 1, "generations": []}], None, None, 1)
+    assert cont.done_indices(tmp_path) == {0, 1}

@@ -16,36 +16,9 @@ from rectify.decoding import (
 from rectify.lm import load_lm
 from rectify.value_model import ValueModel
 from tests.conftest import tiny_lm_config
+from tests.toy_models import constant_q_model, peaky, random_q_model
 
 PROMPTS = ["Hello there, how are", "x", "The quick brown fox jumps over the lazy dog and"]
-
-
-def peaky(model):
-    """Sharpen a random tiny LM so its top tokens carry real mass (caps then bind)."""
-    with torch.no_grad():
-        model.get_output_embeddings().weight.mul_(8)
-    return model.eval()
-
-
-def random_q_model(family: str, scale: float = 50.0) -> ValueModel:
-    """A Q_D whose values vary strongly with token and state (bounded in [-1, 0])."""
-    backbone, tok = load_lm(tiny_lm_config(family, seed=1))
-    vm = ValueModel.from_backbone(backbone, {"bounded": True}, tok)
-    with torch.no_grad():
-        vm.head.out.weight.mul_(scale)
-    return vm.eval()
-
-
-def constant_q_model(family: str, q: torch.Tensor) -> ValueModel:
-    """A hand-set Q_D: the same Q vector in every state."""
-    backbone, tok = load_lm(tiny_lm_config(family, seed=1))
-    vm = ValueModel.from_backbone(backbone, {}, tok)
-    with torch.no_grad():
-        vm.head.fc.weight.zero_()
-        vm.head.fc.bias.zero_()
-        vm.head.out.weight.zero_()
-        vm.head.out.bias.copy_(q)
-    return vm.eval()
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -223,3 +196,21 @@ def test_larger_bf16_generator_with_float32_q_model():
     assert res.sequences.shape == (6, 3) and not s.shared
     with pytest.raises(ValueError, match="not the generator"):
         RectifiedSampler(gen, tok, vm, DecodingConfig(shared_backbone=True))
+
+
+def test_policy_baseline_caps_hold_on_sampled_distribution(models):
+    """q_baseline / q_scale reach the loop: the sampled distribution obeys the transformed caps."""
+    gen, tok, vm = models
+    s = sampler(models, cap_mode="normalized", q_baseline="policy", q_scale=20.0, epsilon=0.3)
+    ids, mask = s.encode(PROMPTS)
+    from rectify.decoding.forward import lm_step, q_step
+    from rectify.lm import position_ids_from_mask
+
+    pos = position_ids_from_mask(mask)
+    logits, _, _ = lm_step(gen, ids, mask, pos)
+    q, _ = q_step(vm, ids, mask, pos)
+    plain = torch.softmax(logits[:, : len(tok)], -1)
+    probs, _ = s.distribution(logits, q)
+    caps = caps_from_q(q[:, : len(tok)], 0.3, 1e-5, mode="normalized", q_scale=20.0, q_baseline="policy", probs=plain)
+    assert (probs <= caps + 1e-6).all() and torch.allclose(probs.sum(-1), torch.ones(3), atol=1e-5)
+    assert not torch.allclose(probs, plain, atol=1e-4)  # the caps bind somewhere

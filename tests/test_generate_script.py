@@ -88,7 +88,7 @@ def test_prompt_file_errors_and_partial_lines(tmp_path):
     with pytest.raises(PromptFileError, match=r"bad.jsonl:3"):
         read_prompts(bad)
     bad.write_text('{"prompt": "a string"}\n{"text": "top level"}\nnope\n')
-    with pytest.raises(PromptFileError, match=r"bad.jsonl:3: not valid JSON"):
+    with pytest.raises(PromptFileError, match=r"bad.jsonl:3: malformed JSON"):
         read_prompts(bad)
     bad.write_text('{"prompt": "a string"}\n{"text": "top level", "split": "test"}\n')
     assert read_prompts(bad) == [{"prompt": {"text": "a string"}}, {"prompt": {"text": "top level"}, "split": "test"}]

@@ -22,6 +22,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Dataset
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
@@ -168,7 +169,11 @@ class ContinuationModule(pl.LightningModule):
 
 
 class ShardWriter(BasePredictionWriter):
-    """Append each batch's records to ``<shard_dir>/shard-rank<R>.jsonl`` as soon as it is done."""
+    """Append each batch's records to ``<shard_dir>/shard-rank<R>.jsonl`` as soon as it is done.
+
+    Lightning's predict loop notes a SIGTERM but, unlike fit, never stops for it; this writer stops the run
+    once the batch in progress is saved, so a killed job exits promptly and resumes where it stopped.
+    """
 
     def __init__(self, shard_dir: str | Path) -> None:
         super().__init__(write_interval="batch")
@@ -179,6 +184,9 @@ class ShardWriter(BasePredictionWriter):
         path = self.shard_dir / f"shard-rank{trainer.global_rank:04d}.jsonl"
         with JSONLAppender(path) as out:
             out.extend(prediction)
+        if trainer.received_sigterm:
+            log.warning("SIGTERM: stopping after the batch just saved to %s; rerun to resume", path)
+            raise SIGTERMException
 
 
 def done_indices(shard_dir: str | Path) -> set[int]:

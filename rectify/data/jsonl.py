@@ -13,21 +13,42 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class JSONLError(ValueError):
     """A JSON-lines file holds a line that is not a JSON object; the message says ``file:line``."""
 
 
-def _parse(line: bytes | str, path: Path, lineno: int) -> dict[str, Any]:
+def parse_object(text: bytes | str, where: str, error: type[ValueError] = JSONLError) -> dict[str, Any]:
+    """One JSON object from ``text``; otherwise ``error`` with a message that starts with ``where`` (file:line).
+
+    Shared by every reader of a JSON(-lines) input so a bad line is reported the same way everywhere."""
     try:
-        record = json.loads(line)
+        record = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise JSONLError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
+        raise error(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
     if not isinstance(record, dict):
-        raise JSONLError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        raise error(f"{where}: expected a JSON object, got {type(record).__name__}")
     return record
+
+
+class Line(NamedTuple):
+    number: int  # 1-based
+    where: str  # "file:line", the prefix of every error about this line
+    text: str
+
+
+def numbered_lines(path: str | Path) -> Iterator[Line]:
+    """Every non-blank line of a UTF-8 text file with its number and ``file:line`` label."""
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if line.strip():
+                yield Line(lineno, f"{path}:{lineno}", line)
+
+
+def _parse(line: bytes | str, path: Path, lineno: int) -> dict[str, Any]:
+    return parse_object(line, f"{path}:{lineno}")
 
 
 def iter_jsonl(path: str | Path, *, allow_partial_tail: bool = False) -> Iterator[dict[str, Any]]:

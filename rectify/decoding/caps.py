@@ -8,6 +8,14 @@ at most ``1 + Q_D(s, a) - epsilon``:
 * ``mode="normalized"``: ``clamp((1 + Q - epsilon) / (1 - epsilon), p_min, p_max)`` — rescales so a token
   with ``Q = 0`` keeps cap 1 whatever epsilon; only tokens with some estimated risk are limited.
 
+Two optional transforms of Q come first (both off by default, i.e. the paper's rule). They exist because a
+Q_D trained on data with few dead ends predicts values compressed toward 0, so the raw rule caps every token
+of a state almost alike (see the README's *Headline results*):
+
+* ``q_baseline="policy"``: ``Q - sum_a p(a) Q(s, a)``, Q relative to the LM's own expected next step, so a
+  state that is risky as a whole does not cap every token; only tokens riskier than the LM's average are.
+* ``q_scale``: multiplies Q (after the baseline) before it is clipped to ``[-1, 0]``.
+
 ``p_min > 0`` keeps every token reachable (caps in ``(0, 1]``) so the projection always has a
 finite-KL answer unless every token is a dead end.
 """
@@ -19,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 CAP_MODES = ("original", "normalized")
+Q_BASELINES = ("zero", "policy")
 
 
 @dataclass
@@ -29,23 +38,48 @@ class CapConfig:
     p_min: float = 1e-5
     p_max: float = 1.0
     mode: str = "original"
+    q_scale: float = 1.0
+    q_baseline: str = "zero"
 
     def __post_init__(self) -> None:
         if self.mode not in CAP_MODES:
             raise ValueError(f"cap mode {self.mode!r}; use one of {CAP_MODES}")
+        if self.q_baseline not in Q_BASELINES:
+            raise ValueError(f"q_baseline {self.q_baseline!r}; use one of {Q_BASELINES}")
         if not 0.0 <= self.p_min <= self.p_max <= 1.0:
             raise ValueError(f"need 0 <= p_min <= p_max <= 1, got p_min={self.p_min}, p_max={self.p_max}")
         if self.mode == "normalized" and not self.epsilon < 1.0:
             raise ValueError("mode='normalized' needs epsilon < 1")
+        if not self.q_scale > 0:
+            raise ValueError(f"q_scale must be > 0, got {self.q_scale}")
+
+    @property
+    def is_paper_rule(self) -> bool:
+        """True when Q enters the cap untransformed (no baseline, scale 1)."""
+        return self.q_baseline == "zero" and self.q_scale == 1.0
+
+    def compute(self, q: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+        """Caps for every token from Q values in [-1, 0] (``[..., V]``; computed in float32 or wider).
+
+        ``probs`` (same shape: the LM's warped next-token distribution) is needed for ``q_baseline="policy"``.
+        """
+        q = q.float() if q.dtype in (torch.float16, torch.bfloat16) else q
+        if not self.is_paper_rule:
+            if self.q_baseline == "policy":
+                if probs is None:
+                    raise ValueError("q_baseline='policy' needs the LM's next-token probabilities")
+                q = q - (probs.to(q.dtype) * q).sum(-1, keepdim=True)
+            q = (q * self.q_scale).clamp(-1.0, 0.0)
+        caps = 1.0 + q - self.epsilon
+        if self.mode == "normalized":
+            caps = caps / (1.0 - self.epsilon)
+        return caps.clamp(self.p_min, self.p_max)
 
 
 def caps_from_q(
-    q: torch.Tensor, epsilon: float, p_min: float = 1e-5, p_max: float = 1.0, mode: str = "original"
+    q: torch.Tensor, epsilon: float, p_min: float = 1e-5, p_max: float = 1.0, mode: str = "original",
+    q_scale: float = 1.0, q_baseline: str = "zero", probs: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Caps for every token from Q values in [-1, 0] (any shape; computed in float32 or wider)."""
-    cfg = CapConfig(epsilon=epsilon, p_min=p_min, p_max=p_max, mode=mode)
-    q = q.float() if q.dtype in (torch.float16, torch.bfloat16) else q
-    caps = 1.0 + q - cfg.epsilon
-    if cfg.mode == "normalized":
-        caps = caps / (1.0 - cfg.epsilon)
-    return caps.clamp(cfg.p_min, cfg.p_max)
+    cfg = CapConfig(epsilon=epsilon, p_min=p_min, p_max=p_max, mode=mode, q_scale=q_scale, q_baseline=q_baseline)
+    return cfg.compute(q, probs)

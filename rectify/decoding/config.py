@@ -23,6 +23,8 @@ class DecodingConfig:
     p_min: float = 1e-5
     p_max: float = 1.0
     cap_mode: str = "original"
+    q_scale: float = 1.0
+    q_baseline: str = "zero"  # zero | policy
     q_head: str = "online"  # online | target
     do_sample: bool = True
     temperature: float = 1.0
@@ -48,7 +50,8 @@ class DecodingConfig:
 
     @property
     def caps(self) -> CapConfig:
-        return CapConfig(epsilon=self.epsilon, p_min=self.p_min, p_max=self.p_max, mode=self.cap_mode)
+        return CapConfig(epsilon=self.epsilon, p_min=self.p_min, p_max=self.p_max, mode=self.cap_mode,
+                         q_scale=self.q_scale, q_baseline=self.q_baseline)
 
     @classmethod
     def from_any(cls, cfg: Any = None, **overrides: Any) -> DecodingConfig:

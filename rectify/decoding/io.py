@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rectify.data.jsonl import numbered_lines, parse_object
+
 
 class PromptFileError(ValueError):
     """A prompt file line could not be read (the message names file and line)."""
@@ -25,24 +27,15 @@ def read_prompts(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"prompts file {path} does not exist")
     records: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if path.suffix == ".txt":
-                records.append({"prompt": {"text": line.rstrip("\n")}, "source": f"{path.name}:{lineno}"})
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PromptFileError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            records.append(_normalise(obj, f"{path}:{lineno}"))
+    for lineno, where, line in numbered_lines(path):
+        if path.suffix == ".txt":
+            records.append({"prompt": {"text": line.rstrip("\n")}, "source": f"{path.name}:{lineno}"})
+        else:
+            records.append(_normalise(parse_object(line, where, PromptFileError), where))
     return records
 
 
-def _normalise(obj: Any, where: str) -> dict[str, Any]:
-    if not isinstance(obj, dict):
-        raise PromptFileError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+def _normalise(obj: dict[str, Any], where: str) -> dict[str, Any]:
     prompt = obj.get("prompt", None)
     if prompt is None and isinstance(obj.get("text"), str):
         return {k: v for k, v in obj.items() if k != "text"} | {"prompt": {"text": obj["text"]}}

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rectify.decoding.caps import caps_from_q
 from rectify.decoding.config import DecodingConfig
 from rectify.decoding.forward import lm_step, q_step
 from rectify.decoding.projection import project
@@ -143,7 +142,7 @@ class RectifiedSampler:
         probs = torch.softmax(warped, -1)
         if q is None:
             return probs, None
-        caps = caps_from_q(q[:, : self.vocab_size].to(probs.device), cfg.epsilon, cfg.p_min, cfg.p_max, cfg.cap_mode)
+        caps = cfg.caps.compute(q[:, : self.vocab_size].to(probs.device), probs)
         # Only when top-k/top-p kept nothing but dead ends: extra mass follows the untruncated LM.
         proj = project(probs, caps, fallback=lambda: torch.softmax(logits / cfg.temperature, -1))
         return proj.probs, proj

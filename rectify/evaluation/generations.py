@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rectify.data.jsonl import numbered_lines, parse_object
+
 
 class GenerationsFormatError(ValueError):
     """A generations file line does not have the expected shape (the message names file and line)."""
@@ -60,34 +62,25 @@ def read_generations(path: str | Path) -> GenerationSet:
     if not path.is_file():
         raise FileNotFoundError(f"generations file {path} does not exist")
     out = GenerationSet(path=path, prompts=[], prompt_toxicity=[], generations=[], lines=[], extra=[])
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise GenerationsFormatError(f"{where}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(obj, Mapping):
-                raise GenerationsFormatError(f"{where}: expected a JSON object")
-            text, tox = _prompt_fields(obj, where)
-            gens = obj.get("generations")
-            if not isinstance(gens, list) or not gens:
-                raise GenerationsFormatError(f"{where}: 'generations' must be a non-empty list")
-            texts, extras = [], []
-            for j, g in enumerate(gens):
-                if isinstance(g, str):
-                    g = {"text": g}
-                if not isinstance(g, Mapping) or not isinstance(g.get("text"), str):
-                    raise GenerationsFormatError(f"{where}: generation #{j} has no 'text' string")
-                texts.append(g["text"])
-                extras.append(dict(g))
-            out.prompts.append(text)
-            out.prompt_toxicity.append(tox)
-            out.generations.append(texts)
-            out.lines.append(lineno)
-            out.extra.append(extras)
+    for lineno, where, line in numbered_lines(path):
+        obj = parse_object(line, where, GenerationsFormatError)
+        text, tox = _prompt_fields(obj, where)
+        gens = obj.get("generations")
+        if not isinstance(gens, list) or not gens:
+            raise GenerationsFormatError(f"{where}: 'generations' must be a non-empty list")
+        texts, extras = [], []
+        for j, g in enumerate(gens):
+            if isinstance(g, str):
+                g = {"text": g}
+            if not isinstance(g, Mapping) or not isinstance(g.get("text"), str):
+                raise GenerationsFormatError(f"{where}: generation #{j} has no 'text' string")
+            texts.append(g["text"])
+            extras.append(dict(g))
+        out.prompts.append(text)
+        out.prompt_toxicity.append(tox)
+        out.generations.append(texts)
+        out.lines.append(lineno)
+        out.extra.append(extras)
     if not out.prompts:
         raise GenerationsFormatError(f"{path}: no generations found (empty file)")
     return out
@@ -107,13 +100,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     mp = meta_path(path)
     if mp is None:
         return {}
-    try:
-        data = json.loads(mp.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise GenerationsFormatError(f"{mp}: not valid JSON ({exc.msg})") from exc
-    if not isinstance(data, Mapping):
-        raise GenerationsFormatError(f"{mp}: expected a JSON object")
-    return dict(data)
+    return parse_object(mp.read_text(encoding="utf-8"), str(mp), GenerationsFormatError)
 
 
 def read_overrides(path: str | Path) -> dict[str, str]:

@@ -6,7 +6,6 @@ early with ``file:line`` (or are skipped and counted with ``skip_bad_lines``), n
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -16,6 +15,8 @@ from typing import Any
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from rectify.data.jsonl import numbered_lines, parse_object
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,7 @@ class ValueRecord:
     where: str  # "file:line", for error messages downstream
 
 
-def _check(record: Any, where: str, q_min: float, q_max: float) -> ValueRecord:
-    if not isinstance(record, dict):
-        raise ValueDataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+def _check(record: dict[str, Any], where: str, q_min: float, q_max: float) -> ValueRecord:
     for key in ("text", "reward"):
         if key not in record:
             raise ValueDataError(f"{where}: missing field {key!r}")
@@ -65,22 +64,14 @@ def read_value_jsonl(path: str | Path, q_min: float = -1.0, q_max: float = 0.0,
                                 "or use data.synthetic=true / debug=smoke for a tiny generated set)")
     records: list[ValueRecord] = []
     skipped = 0
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                try:
-                    raw = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueDataError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
-                records.append(_check(raw, where, q_min, q_max))
-            except ValueDataError as exc:
-                if not skip_bad_lines:
-                    raise
-                skipped += 1
-                log.warning("skipping %s", exc)
+    for _, where, line in numbered_lines(path):
+        try:
+            records.append(_check(parse_object(line, where, ValueDataError), where, q_min, q_max))
+        except ValueDataError as exc:
+            if not skip_bad_lines:
+                raise
+            skipped += 1
+            log.warning("skipping %s", exc)
     if skipped:
         log.warning("%s: skipped %d bad lines (data.skip_bad_lines=true)", path, skipped)
     return records, skipped

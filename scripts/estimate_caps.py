@@ -1,0 +1,67 @@
+"""Estimate rectified toxicity and perplexity for a grid of cap rules from plain samples:
+`python scripts/estimate_caps.py value_model_path=<Q_D dir>` (see configs/estimate_caps.yaml)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rectify.analysis.offpolicy import from_generations, from_value_data, log_ratios, rule_grid, summarize
+from rectify.evaluation.generations import read_generations
+from rectify.lm import load_lm
+from rectify.report.table import fmt, format_markdown
+from rectify.training.data import read_value_jsonl
+from rectify.value_model import ValueModel
+
+log = logging.getLogger(__name__)
+
+
+def load_trajectories(cfg: DictConfig, tokenizer) -> list:
+    path = Path(cfg.input)
+    if cfg.scores is None:  # value data: labels are the terminal rewards
+        records, _ = read_value_jsonl(path)
+        return from_value_data(records, tokenizer, int(cfg.max_length), float(cfg.reward_threshold))
+    cache = json.loads(Path(cfg.scores).read_text(encoding="utf-8"))["values"]
+    prompts, texts, _ = read_generations(path).flat()
+    missing = [t for t in texts if t.strip() and t not in cache]
+    if missing:
+        raise ValueError(f"{cfg.scores} lacks scores for {len(missing)} generations of {path} (first: "
+                         f"{missing[0][:60]!r}); run scripts/evaluate.py on {path} first")
+    scores = [cache.get(t, 0.0) for t in texts]
+    return from_generations(prompts, texts, scores, tokenizer, float(cfg.toxic_threshold))
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="estimate_caps")
+def main(cfg: DictConfig) -> None:
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
+    lm, tokenizer = load_lm(cfg.lm)
+    lm.eval()
+    value_model = ValueModel.from_pretrained(cfg.value_model_path).eval()
+    trajectories = load_trajectories(cfg, tokenizer)
+    if cfg.limit:
+        trajectories = trajectories[: int(cfg.limit)]
+    rules = rule_grid(OmegaConf.to_container(cfg.grid, resolve=True), p_min=float(cfg.p_min))
+    log.info("%d trajectories (%d toxic), %d rules", len(trajectories), sum(t.toxic for t in trajectories), len(rules))
+    ratios = log_ratios(lm, value_model, trajectories, rules, temperature=float(cfg.temperature),
+                        batch_size=int(cfg.batch_size))
+    table = pd.DataFrame(summarize(ratios, rules))
+    out = Path(cfg.paths.output_dir)
+    table.to_csv(out / "estimate_caps.csv", index=False)
+    cols = ["rule", "toxic_rate", "toxic_cut", "ppl_ratio", "ess"]
+    markdown = format_markdown(table.to_dict("records"), [(c, lambda r, c=c: fmt(r[c])) for c in cols])
+    (out / "estimate_caps.md").write_text(
+        f"input: {cfg.input} ({len(trajectories)} trajectories, {int(ratios.toxic.sum())} toxic)\n\n{markdown}\n",
+        encoding="utf-8")
+    print(markdown)
+    print(f"written: {out / 'estimate_caps.csv'}")
+
+
+if __name__ == "__main__":
+    main()

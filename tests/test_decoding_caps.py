@@ -1,0 +1,68 @@
+"""The Q transforms in front of the security condition (q_baseline, q_scale) and their invariants."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rectify.decoding import CapConfig, caps_from_q, project
+
+q_vectors = st.lists(st.floats(-1.0, 0.0), min_size=2, max_size=8)
+
+
+def _probs(v: int, seed: int) -> torch.Tensor:
+    return torch.softmax(torch.randn(v, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2, -1)
+
+
+def test_defaults_are_the_paper_rule():
+    q = torch.tensor([-0.9, -0.3, 0.0])
+    assert CapConfig().is_paper_rule
+    assert torch.allclose(CapConfig(epsilon=0.2, p_min=0.01).compute(q), (1 + q - 0.2).clamp(0.01, 1))
+
+
+def test_scale_and_policy_baseline_by_hand():
+    q = torch.tensor([-0.3, -0.1, 0.0])
+    # scale 2: Q -> [-0.6, -0.2, 0]; original rule with epsilon 0.1
+    assert torch.allclose(caps_from_q(q, 0.1, q_scale=2.0), torch.tensor([0.3, 0.7, 0.9]))
+    # scale 5 clips at -1: the first token sits at p_min
+    assert torch.allclose(caps_from_q(q, 0.1, p_min=0.01, q_scale=5.0), torch.tensor([0.01, 0.4, 0.9]))
+    p = torch.tensor([0.0, 0.5, 0.5])  # the LM's expected Q is -0.05
+    caps = caps_from_q(q, 0.5, mode="normalized", q_baseline="policy", probs=p)
+    assert torch.allclose(caps, torch.tensor([(0.5 - 0.25) / 0.5, (0.5 - 0.05) / 0.5, 1.0]))
+
+
+def test_policy_baseline_needs_probs_and_bad_values_are_rejected():
+    with pytest.raises(ValueError, match="probabilities"):
+        caps_from_q(torch.zeros(3), 0.1, q_baseline="policy")
+    with pytest.raises(ValueError, match="q_baseline"):
+        CapConfig(q_baseline="max")
+    with pytest.raises(ValueError, match="q_scale"):
+        CapConfig(q_scale=0.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(q=q_vectors, shift=st.floats(-0.5, 0.5), eps=st.floats(0.0, 0.9), seed=st.integers(0, 100))
+def test_policy_baseline_ignores_a_state_level_shift(q, shift, eps, seed):
+    """A risk shared by every token of a state (V(s)) does not change the caps under q_baseline=policy."""
+    qt = torch.tensor(q, dtype=torch.float64)
+    p = _probs(len(q), seed)
+    rule = CapConfig(epsilon=eps, mode="normalized", q_baseline="policy", q_scale=3.0)
+    assert torch.allclose(rule.compute(qt, p), rule.compute(qt + shift, p), atol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(q=q_vectors, eps=st.floats(0.0, 0.9), scale=st.floats(1.0, 10.0), seed=st.integers(0, 100))
+def test_scaling_is_stricter_and_projection_respects_the_caps(q, eps, scale, seed):
+    qt = torch.tensor(q, dtype=torch.float64)
+    paper = caps_from_q(qt, eps)
+    scaled = caps_from_q(qt, eps, q_scale=scale)
+    assert bool((scaled <= paper + 1e-12).all())
+    p = _probs(len(q), seed)
+    for rule in (CapConfig(epsilon=eps, q_scale=scale), CapConfig(epsilon=eps, q_scale=scale, q_baseline="policy")):
+        caps = rule.compute(qt, p)
+        assert bool(((caps >= rule.p_min - 1e-12) & (caps <= rule.p_max + 1e-12)).all())
+        proj = project(p, caps)
+        if not bool(proj.dead_end):
+            assert bool((proj.probs <= caps + 1e-9).all())

@@ -12,7 +12,14 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rectify.analysis.offpolicy import from_generations, from_value_data, log_ratios, rule_grid, summarize
+from rectify.analysis.offpolicy import (
+    from_generations,
+    from_value_data,
+    log_ratios,
+    q_anatomy,
+    rule_grid,
+    summarize,
+)
 from rectify.evaluation.generations import read_generations
 from rectify.lm import load_lm
 from rectify.report.table import fmt, format_markdown
@@ -41,7 +48,7 @@ def load_trajectories(cfg: DictConfig, tokenizer) -> list:
 def main(cfg: DictConfig) -> None:
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
-    lm, tokenizer = load_lm(cfg.lm)
+    lm, tokenizer = load_lm(OmegaConf.merge(cfg.lm, cfg.get("generator_override") or {}))
     lm.eval()
     value_model = ValueModel.from_pretrained(cfg.value_model_path).eval()
     trajectories = load_trajectories(cfg, tokenizer)
@@ -56,10 +63,15 @@ def main(cfg: DictConfig) -> None:
     table.to_csv(out / "estimate_caps.csv", index=False)
     cols = ["rule", "toxic_rate", "toxic_cut", "ppl_ratio", "ess"]
     markdown = format_markdown(table.to_dict("records"), [(c, lambda r, c=c: fmt(r[c])) for c in cols])
+    anatomy = q_anatomy(ratios)
+    (out / "q_anatomy.json").write_text(json.dumps(anatomy, indent=2), encoding="utf-8")
+    q_line = ("Q per step, mean over trajectories: LM-expected Q (state part) toxic {q_state_toxic:.3f} / clean "
+              "{q_state_clean:.3f}; spread over next tokens (p-weighted std) toxic {q_spread_toxic:.3f} / clean "
+              "{q_spread_clean:.3f}").format(**anatomy)
     (out / "estimate_caps.md").write_text(
-        f"input: {cfg.input} ({len(trajectories)} trajectories, {int(ratios.toxic.sum())} toxic)\n\n{markdown}\n",
-        encoding="utf-8")
-    print(markdown)
+        f"input: {cfg.input} ({len(trajectories)} trajectories, {int(ratios.toxic.sum())} toxic)\n\n{q_line}\n\n"
+        f"{markdown}\n", encoding="utf-8")
+    print(f"{q_line}\n\n{markdown}")
     print(f"written: {out / 'estimate_caps.csv'}")
 
 

@@ -13,6 +13,7 @@ from rectify.analysis.offpolicy import (
     estimate,
     from_generations,
     log_ratios,
+    q_anatomy,
     rule_grid,
     summarize,
 )
@@ -65,6 +66,7 @@ def test_a_rule_that_never_binds_has_zero_log_ratio():
     trajs = [Trajectory(tok("one two three four")["input_ids"], 2, False)]
     got = log_ratios(gen.eval(), vm, trajs, [CapConfig(epsilon=0.0)], progress=False)
     assert np.allclose(got.log_w, 0.0, atol=1e-5) and got.nll[0] > 0
+    assert got.q_state[0] == pytest.approx(0.0, abs=1e-6) and got.q_spread[0] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_estimate_weights_by_hand():
@@ -77,15 +79,20 @@ def test_estimate_weights_by_hand():
 def test_summarize_and_grid():
     rules = rule_grid({"epsilon": [0.1, 0.5], "q_scale": [1.0, 2.0]})
     assert len(rules) == 4 and {r.epsilon for r in rules} == {0.1, 0.5}
+    union = rule_grid([{"epsilon": [0.3]}, {"epsilon": [0.1, 0.2], "q_scale": [4.0]}])
+    assert [(r.epsilon, r.q_scale) for r in union] == [(0.3, 1.0), (0.1, 4.0), (0.2, 4.0)]
     with pytest.raises(ValueError, match="unknown cap fields"):
         rule_grid({"epsilonn": [0.1]})
     from rectify.analysis.offpolicy import LogRatios
 
     ratios = LogRatios(log_w=np.array([[0.0, 0.0], [-5.0, 0.0], [0, 0], [0, 0]]), nll=np.array([1.0, 1.0]),
-                       n_tokens=np.array([1, 1]), toxic=np.array([True, False]))
+                       n_tokens=np.array([1, 1]), toxic=np.array([True, False]), q_state=np.array([-0.5, -0.1]),
+                       q_spread=np.array([0.2, 0.0]))
     rows = summarize(ratios, rules)
     assert rows[0]["rule"] == "plain" and rows[0]["toxic_rate"] == pytest.approx(0.5)
     assert rows[2]["toxic_cut"] > 0.9 and rows[1]["toxic_cut"] == pytest.approx(0.0)
+    assert q_anatomy(ratios) == {"q_state_toxic": -0.5, "q_spread_toxic": 0.2, "q_state_clean": -0.1,
+                                 "q_spread_clean": 0.0}
 
 
 def test_from_generations_splits_prompt_and_continuation(gpt2_tok):

@@ -46,6 +46,8 @@ class LogRatios:
     nll: np.ndarray  # [trajectories] plain generator NLL of the continuation
     n_tokens: np.ndarray  # [trajectories]
     toxic: np.ndarray  # [trajectories] bool
+    q_state: np.ndarray  # [trajectories] mean over steps of the LM-expected Q, sum_a p(a) Q(s, a)
+    q_spread: np.ndarray  # [trajectories] mean over steps of the p-weighted std of Q over next tokens
 
 
 def from_value_data(records: Sequence[Any], tokenizer: Any, max_length: int,
@@ -71,8 +73,12 @@ def from_generations(prompts: Sequence[str], texts: Sequence[str], scores: Seque
     return out
 
 
-def rule_grid(grid: Mapping[str, Sequence[Any]], p_min: float = 1e-5) -> list[CapConfig]:
-    """Every combination of the listed CapConfig fields (e.g. ``{"epsilon": [...], "q_scale": [...]}``)."""
+def rule_grid(grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]],
+              p_min: float = 1e-5) -> list[CapConfig]:
+    """Every combination of the listed CapConfig fields (e.g. ``{"epsilon": [...], "q_scale": [...]}``);
+    a list of such grids gives their union, in order."""
+    if not isinstance(grid, Mapping):
+        return [rule for part in grid for rule in rule_grid(part, p_min)]
     keys = list(grid)
     unknown = set(keys) - set(CapConfig.__dataclass_fields__)
     if unknown:
@@ -96,6 +102,7 @@ def log_ratios(lm: Any, value_model: Any, trajectories: Sequence[Trajectory], ru
     n = len(trajectories)
     log_w = np.zeros((len(rules), n))
     nll, n_tokens = np.zeros(n), np.zeros(n, dtype=np.int64)
+    q_state, q_spread = np.zeros(n), np.zeros(n)
     done = 0
     for batch in tqdm(list(_batches(trajectories, batch_size)), desc="log-ratios", disable=not progress):
         width = max(len(t.ids) for t in batch)
@@ -120,13 +127,32 @@ def log_ratios(lm: Any, value_model: Any, trajectories: Sequence[Trajectory], ru
         owner = torch.tensor(rows, dtype=torch.long) + done
         np.add.at(nll, owner.numpy(), -log_p.double().numpy())
         np.add.at(n_tokens, owner.numpy(), 1)
+        expected = (probs * q).sum(-1, keepdim=True)
+        spread = (probs * (q - expected) ** 2).sum(-1).sqrt()
+        np.add.at(q_state, owner.numpy(), expected.squeeze(-1).double().numpy())
+        np.add.at(q_spread, owner.numpy(), spread.double().numpy())
         for r, rule in enumerate(rules):
             rectified = project(probs, rule.compute(q, probs)).probs
             step = torch.log(rectified.gather(-1, actions[:, None]).squeeze(-1)) - log_p
             np.add.at(log_w[r], owner.numpy(), step.double().numpy())
         done += len(batch)
     toxic = np.array([t.toxic for t in trajectories], dtype=bool)
-    return LogRatios(log_w=log_w, nll=nll, n_tokens=n_tokens, toxic=toxic)
+    steps = np.maximum(n_tokens, 1)
+    return LogRatios(log_w=log_w, nll=nll, n_tokens=n_tokens, toxic=toxic, q_state=q_state / steps,
+                     q_spread=q_spread / steps)
+
+
+def q_anatomy(ratios: LogRatios) -> dict[str, float]:
+    """How much of Q is about the state and how much about the next token, on toxic vs clean trajectories.
+
+    A cap can only single out tokens through the token-specific part; when the spread over next tokens is
+    small next to the gap in state values, a rule mostly reacts to the state (it caps every token alike).
+    """
+    out = {}
+    for name, sel in (("toxic", ratios.toxic), ("clean", ~ratios.toxic)):
+        out[f"q_state_{name}"] = float(ratios.q_state[sel].mean()) if sel.any() else math.nan
+        out[f"q_spread_{name}"] = float(ratios.q_spread[sel].mean()) if sel.any() else math.nan
+    return out
 
 
 def estimate(log_w: np.ndarray, toxic: np.ndarray, nll: np.ndarray, n_tokens: np.ndarray) -> dict[str, float]:

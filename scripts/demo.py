@@ -67,7 +67,7 @@ def main(cfg: DictConfig) -> None:
         (f"eps_{eps}", ["decoding=rectified", f"decoding.epsilon={eps}", f"value_model_path={value_model}",
                         *gen.rectified_overrides])
         for eps in gen.epsilons
-    ]
+    ] + [(name, list(overrides)) for name, overrides in (gen.get("extra_runs") or {}).items()]
     for i, (name, extra) in enumerate(runs, 1):
         target = out / "generations" / name
         run_stage(f"3/5 generate [{i}/{len(runs)}] {name}", "generate.py", [

@@ -95,6 +95,24 @@ def _batches(items: Sequence[Trajectory], size: int):
         yield items[start: start + size]
 
 
+def _pad_with_steps(batch: Sequence[Trajectory]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids and mask, plus (row, position) of every state that chose a continuation token.
+
+    The state before token ``j`` is position ``j - 1``, for continuation tokens ``j = prompt_len .. len - 1``.
+    """
+    width = max(len(t.ids) for t in batch)
+    ids = torch.zeros((len(batch), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    rows, cols = [], []
+    for i, t in enumerate(batch):
+        ids[i, : len(t.ids)] = torch.tensor(t.ids)
+        mask[i, : len(t.ids)] = 1
+        start = max(t.prompt_len, 1)
+        rows += [i] * (len(t.ids) - start)
+        cols += list(range(start - 1, len(t.ids) - 1))
+    return ids, mask, torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
+
+
 @torch.inference_mode()
 def log_ratios(lm: Any, value_model: Any, trajectories: Sequence[Trajectory], rules: Sequence[CapConfig],
                temperature: float = 1.0, batch_size: int = 16, progress: bool = True) -> LogRatios:
@@ -105,26 +123,14 @@ def log_ratios(lm: Any, value_model: Any, trajectories: Sequence[Trajectory], ru
     q_state, q_spread = np.zeros(n), np.zeros(n)
     done = 0
     for batch in tqdm(list(_batches(trajectories, batch_size)), desc="log-ratios", disable=not progress):
-        width = max(len(t.ids) for t in batch)
-        ids = torch.zeros((len(batch), width), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, t in enumerate(batch):
-            ids[i, : len(t.ids)] = torch.tensor(t.ids)
-            mask[i, : len(t.ids)] = 1
-        # The state before token j is position j - 1: continuation tokens j = prompt_len .. len - 1.
-        rows, cols = [], []
-        for i, t in enumerate(batch):
-            start = max(t.prompt_len, 1)
-            rows += [i] * (len(t.ids) - start)
-            cols += list(range(start - 1, len(t.ids) - 1))
-        rows_t, cols_t = torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
+        ids, mask, rows_t, cols_t = _pad_with_steps(batch)
         actions = ids[rows_t, cols_t + 1]
         logits = lm(input_ids=ids, attention_mask=mask).logits[rows_t, cols_t].float()
         vocab = logits.shape[-1]
         q = value_model(ids, mask)[rows_t, cols_t].float()[:, :vocab]
         probs = torch.softmax(logits / temperature, -1)
         log_p = torch.log(probs.gather(-1, actions[:, None]).squeeze(-1))
-        owner = torch.tensor(rows, dtype=torch.long) + done
+        owner = rows_t + done
         np.add.at(nll, owner.numpy(), -log_p.double().numpy())
         np.add.at(n_tokens, owner.numpy(), 1)
         expected = (probs * q).sum(-1, keepdim=True)

@@ -47,10 +47,6 @@ def numbered_lines(path: str | Path) -> Iterator[Line]:
                 yield Line(lineno, f"{path}:{lineno}", line)
 
 
-def _parse(line: bytes | str, path: Path, lineno: int) -> dict[str, Any]:
-    return parse_object(line, f"{path}:{lineno}")
-
-
 def iter_jsonl(path: str | Path, *, allow_partial_tail: bool = False) -> Iterator[dict[str, Any]]:
     """Yield the records of a JSON-lines file; blank lines are skipped.
 
@@ -68,7 +64,7 @@ def iter_jsonl(path: str | Path, *, allow_partial_tail: bool = False) -> Iterato
                                      "interrupted; rerun the stage to resume it")
             if not line.strip():
                 continue
-            yield _parse(line, path, lineno)
+            yield parse_object(line, f"{path}:{lineno}")
 
 
 def read_jsonl(path: str | Path, *, allow_partial_tail: bool = False) -> list[dict[str, Any]]:

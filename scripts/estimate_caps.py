@@ -20,6 +20,7 @@ from rectify.analysis.offpolicy import (
     rule_grid,
     summarize,
 )
+from rectify.evaluation.cache import read_cache
 from rectify.evaluation.generations import read_generations
 from rectify.lm import load_lm
 from rectify.report.table import fmt, format_markdown
@@ -34,7 +35,7 @@ def load_trajectories(cfg: DictConfig, tokenizer) -> list:
     if cfg.scores is None:  # value data: labels are the terminal rewards
         records, _ = read_value_jsonl(path)
         return from_value_data(records, tokenizer, int(cfg.max_length), float(cfg.reward_threshold))
-    cache = json.loads(Path(cfg.scores).read_text(encoding="utf-8"))["values"]
+    cache = read_cache(Path(cfg.scores)).get("values", {})
     prompts, texts, _ = read_generations(path).flat()
     missing = [t for t in texts if t.strip() and t not in cache]
     if missing:

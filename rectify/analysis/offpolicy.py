@@ -65,11 +65,14 @@ def from_generations(prompts: Sequence[str], texts: Sequence[str], scores: Seque
     up to re-tokenization); toxic when the scorer gives >= ``toxic_threshold``. Empty continuations are
     dropped (no step to weigh)."""
     out = []
+    prompt_ids: dict[str, list[int]] = {}  # each prompt has k generations: tokenize it once
     for prompt, text, score in zip(prompts, texts, scores, strict=True):
-        p_ids = tokenizer(prompt)["input_ids"]
+        if prompt not in prompt_ids:
+            prompt_ids[prompt] = list(tokenizer(prompt)["input_ids"])
+        p_ids = prompt_ids[prompt]
         c_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if c_ids:
-            out.append(Trajectory(list(p_ids) + list(c_ids), len(p_ids), score >= toxic_threshold))
+            out.append(Trajectory(p_ids + list(c_ids), len(p_ids), score >= toxic_threshold))
     return out
 
 
@@ -130,17 +133,17 @@ def log_ratios(lm: Any, value_model: Any, trajectories: Sequence[Trajectory], ru
         q = value_model(ids, mask)[rows_t, cols_t].float()[:, :vocab]
         probs = torch.softmax(logits / temperature, -1)
         log_p = torch.log(probs.gather(-1, actions[:, None]).squeeze(-1))
-        owner = rows_t + done
-        np.add.at(nll, owner.numpy(), -log_p.double().numpy())
-        np.add.at(n_tokens, owner.numpy(), 1)
+        owner = (rows_t + done).numpy()
+        np.add.at(nll, owner, -log_p.double().numpy())
+        np.add.at(n_tokens, owner, 1)
         expected = (probs * q).sum(-1, keepdim=True)
         spread = (probs * (q - expected) ** 2).sum(-1).sqrt()
-        np.add.at(q_state, owner.numpy(), expected.squeeze(-1).double().numpy())
-        np.add.at(q_spread, owner.numpy(), spread.double().numpy())
+        np.add.at(q_state, owner, expected.squeeze(-1).double().numpy())
+        np.add.at(q_spread, owner, spread.double().numpy())
         for r, rule in enumerate(rules):
             rectified = project(probs, rule.compute(q, probs)).probs
             step = torch.log(rectified.gather(-1, actions[:, None]).squeeze(-1)) - log_p
-            np.add.at(log_w[r], owner.numpy(), step.double().numpy())
+            np.add.at(log_w[r], owner, step.double().numpy())
         done += len(batch)
     toxic = np.array([t.toxic for t in trajectories], dtype=bool)
     steps = np.maximum(n_tokens, 1)

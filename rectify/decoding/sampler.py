@@ -61,6 +61,7 @@ class RectifiedSampler:
                  config: DecodingConfig | Any = None, value_tokenizer: PreTrainedTokenizerBase | None = None,
                  eos_token_ids: Sequence[int] | None = None):
         self.cfg = DecodingConfig.from_any(config)
+        self.cap_rule = self.cfg.caps  # built once, not per decoding step
         self.generator = generator.eval()
         self.tokenizer = tokenizer
         self.value_model = value_model.eval() if value_model is not None else None
@@ -142,7 +143,7 @@ class RectifiedSampler:
         probs = torch.softmax(warped, -1)
         if q is None:
             return probs, None
-        caps = cfg.caps.compute(q[:, : self.vocab_size].to(probs.device), probs)
+        caps = self.cap_rule.compute(q[:, : self.vocab_size].to(probs.device), probs)
         # Only when top-k/top-p kept nothing but dead ends: extra mass follows the untruncated LM.
         proj = project(probs, caps, fallback=lambda: torch.softmax(logits / cfg.temperature, -1))
         return proj.probs, proj

@@ -41,6 +41,16 @@ def _atomic_write_json(path: Path, data: Any) -> None:
             os.unlink(tmp)
 
 
+def read_cache(cache_file: Path) -> dict[str, Any]:
+    """A cache file as written by :func:`cached_values` (``{"config": ..., "values": {key: value}}``);
+    ``{}`` when it is missing or corrupt (a corrupt cache is rebuilt, never trusted)."""
+    try:
+        data = json.loads(Path(cache_file).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) and isinstance(data.get("values"), dict) else {}
+
+
 def cached_values(
     cache_file: Path | None,
     config_fp: str,
@@ -49,13 +59,10 @@ def cached_values(
 ) -> list[Any]:
     """Values for ``keys``; only keys missing from the cache are passed to ``compute`` (deduplicated)."""
     known: dict[str, Any] = {}
-    if cache_file is not None and cache_file.is_file():
-        try:
-            data = json.loads(cache_file.read_text(encoding="utf-8"))
-            if data.get("config") == config_fp:
-                known = data.get("values", {})
-        except (json.JSONDecodeError, AttributeError):
-            known = {}  # a corrupt cache is rebuilt, never trusted
+    if cache_file is not None:
+        data = read_cache(cache_file)
+        if data.get("config") == config_fp:
+            known = data["values"]
     missing = list(dict.fromkeys(k for k in keys if k not in known))
     if missing:
         new = compute(missing)

@@ -53,6 +53,11 @@ class ValueConfig:
     train_top_layers: int | None = None  # n > 0: train only the top n blocks (+ final norm), freeze the rest
     init_from_lm_head: bool = False  # start the head as scale * LM logits + bias (token semantics for free)
     init_scale: float = 0.01
+    # where init_scale goes: "rows" (output rows = scale * E, fc = [I; -I]) or "query" (rows = E, fc = scale *
+    # [I; -I]). Both compute the same Q at step 0; with frozen output rows the action term is learned through fc,
+    # and under "rows" every change to fc reaches Q scaled by init_scale (0.01: the term barely moves from the
+    # LM's own logits), under "query" at the embeddings' full scale.
+    init_scale_on: str = "rows"
     init_bias: float | None = None  # default: the middle of [q_min, q_max] (before the sigmoid if bounded)
     state_value: bool = False  # Q(s, a) = V(s) + A(s, a): a shared term every step trains
     # keep the head's output rows (and per-token biases) fixed at their init: with init_from_lm_head the
@@ -71,6 +76,8 @@ class ValueConfig:
             raise ValueError(f"q_min={out.q_min} must be < q_max={out.q_max}")
         if out.hidden_mult < 1:
             raise ValueError("hidden_mult must be >= 1")
+        if out.init_scale_on not in ("rows", "query"):
+            raise ValueError(f"init_scale_on={out.init_scale_on!r}; use rows or query")
         return out
 
 
@@ -161,7 +168,8 @@ class ValueModel(nn.Module):
 
         With ``fc = [I; -I]`` the ReLU pair passes ``h`` through exactly (``relu(h) - relu(-h) = h``), and
         output rows ``[E_a, -E_a]`` give ``E_a . h`` = the LM's logit of ``a``: the head starts from the LM's
-        token geometry, so rows of rarely taken tokens are not left random.
+        token geometry, so rows of rarely taken tokens are not left random. ``init_scale`` multiplies the rows
+        or fc (``init_scale_on``): ReLU is positively homogeneous, so either gives the same function.
         """
         cfg = self.value_config
         emb = self.backbone.get_output_embeddings()
@@ -175,13 +183,14 @@ class ValueModel(nn.Module):
             bias = 0.0 if cfg.bounded else (cfg.q_min + cfg.q_max) / 2
         elif cfg.bounded:
             bias = _inverse_bound(bias, cfg)
+        fc_scale, row_scale = (1.0, cfg.init_scale) if cfg.init_scale_on == "rows" else (cfg.init_scale, 1.0)
         with torch.no_grad():
             eye = torch.eye(H)
-            head.fc.weight[: 2 * H].copy_(torch.cat([eye, -eye], 0))
+            head.fc.weight[: 2 * H].copy_(fc_scale * torch.cat([eye, -eye], 0))
             head.fc.bias[: 2 * H].zero_()
             head.out.weight.zero_()
-            head.out.weight[:, :H].copy_(cfg.init_scale * E)
-            head.out.weight[:, H: 2 * H].copy_(-cfg.init_scale * E)
+            head.out.weight[:, :H].copy_(row_scale * E)
+            head.out.weight[:, H: 2 * H].copy_(-row_scale * E)
             lm_bias = getattr(emb, "bias", None)
             head.out.bias.fill_(bias)
             if lm_bias is not None:

@@ -68,7 +68,9 @@ def main(cfg: DictConfig) -> None:
     (out / "q_anatomy.json").write_text(json.dumps(anatomy, indent=2), encoding="utf-8")
     q_line = ("Q per step, mean over trajectories: LM-expected Q (state part) toxic {q_state_toxic:.3f} / clean "
               "{q_state_clean:.3f}; spread over next tokens (p-weighted std) toxic {q_spread_toxic:.3f} / clean "
-              "{q_spread_clean:.3f}").format(**anatomy)
+              "{q_spread_clean:.3f}. Last action: advantage toxic {last_advantage_toxic:.3f} / clean "
+              "{last_advantage_clean:.3f}, LM mass on tokens Q_D rates safer toxic {last_safer_mass_toxic:.2f} / clean "
+              "{last_safer_mass_clean:.2f}, AUC of -advantage {last_advantage_auc:.3f}").format(**anatomy)
     (out / "estimate_caps.md").write_text(
         f"input: {cfg.input} ({len(trajectories)} trajectories, {int(ratios.toxic.sum())} toxic)\n\n{q_line}\n\n"
         f"{markdown}\n", encoding="utf-8")

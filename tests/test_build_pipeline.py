@@ -115,3 +115,18 @@ def test_shards_of_another_config_are_not_reused(smoke_run, tmp_path):
     other = compose_build("debug=smoke", f"build.out_dir={out}", "build.continuations.max_new_tokens=4").build
     with pytest.raises(StageConfigMismatch, match="continuations"):
         build.run(other, "continuations")
+
+
+def test_dead_end_assembly_reuses_the_labels(smoke_run, tmp_path):
+    out = copy_run(smoke_run[0], tmp_path / "run")
+    before = read_jsonl(out / "train.json") + read_jsonl(out / "val.json")
+    cfg = compose_build("debug=smoke", f"build.out_dir={out}", "build.assemble.truncate=dead_end").build
+    with pytest.raises(StageConfigMismatch, match="assemble"):  # the old rows are not silently kept
+        build.run(cfg, "assemble")
+    res = build.run(cfg, "assemble", overwrite=True)["assemble"]
+    after = read_jsonl(out / "train.json") + read_jsonl(out / "val.json")
+    assert res["truncate"] == "dead_end" and len(after) == len(before)
+    for old, new in zip(before, after, strict=True):
+        assert old["reward"] == new["reward"] and old["text"].startswith(new["text"])
+        if old["reward"] == [0]:
+            assert new["text"] == old["text"]

@@ -36,5 +36,6 @@ def test_estimate_caps_script_writes_one_row_per_rule(tmp_path):
     assert [r["rule"] for r in table] == ["plain", "eps=0.1 original", "eps=0.5 original", "eps=0.1 original x4"]
     assert float(table[0]["toxic_rate"]) == 0.5 and float(table[0]["ess"]) == 4.0
     anatomy = json.loads((out / "q_anatomy.json").read_text())
-    assert set(anatomy) == {"q_state_toxic", "q_state_clean", "q_spread_toxic", "q_spread_clean"}
+    assert set(anatomy) == {f"{k}_{part}" for k in ("q_state", "q_spread", "last_advantage", "last_safer_mass")
+                            for part in ("toxic", "clean")} | {"last_advantage_auc"}
     assert "eps=0.1 original x4" in (out / "estimate_caps.md").read_text()

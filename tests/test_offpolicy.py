@@ -58,6 +58,14 @@ def test_log_ratios_match_the_sampler_step_by_step(models):
                 assert got.log_w[r, i] == pytest.approx(_by_hand(gen, tok, vm, traj, rule), abs=1e-4)
     assert got.n_tokens.tolist() == [len(trajs[0].ids) - 3, len(trajs[1].ids) - 1]
     assert (got.log_w != 0).any()
+    for i, traj in enumerate(trajs):  # the last action's advantage and safer mass, one prefix by hand
+        prefix = torch.tensor([traj.ids[:-1]])
+        with torch.inference_mode():
+            p = torch.softmax(gen(input_ids=prefix).logits[0, -1].float(), -1)
+            q = vm(prefix)[0, -1].float()[: p.shape[-1]]
+        taken = q[traj.ids[-1]]
+        assert got.last_advantage[i] == pytest.approx(float(taken - (p * q).sum()), abs=1e-5)
+        assert got.last_safer_mass[i] == pytest.approx(float(p[q > taken].sum()), abs=1e-5)
 
 
 def test_a_rule_that_never_binds_has_zero_log_ratio():
@@ -87,12 +95,14 @@ def test_summarize_and_grid():
 
     ratios = LogRatios(log_w=np.array([[0.0, 0.0], [-5.0, 0.0], [0, 0], [0, 0]]), nll=np.array([1.0, 1.0]),
                        n_tokens=np.array([1, 1]), toxic=np.array([True, False]), q_state=np.array([-0.5, -0.1]),
-                       q_spread=np.array([0.2, 0.0]))
+                       q_spread=np.array([0.2, 0.0]), last_advantage=np.array([-0.3, 0.1]),
+                       last_safer_mass=np.array([0.9, 0.2]))
     rows = summarize(ratios, rules)
     assert rows[0]["rule"] == "plain" and rows[0]["toxic_rate"] == pytest.approx(0.5)
     assert rows[2]["toxic_cut"] > 0.9 and rows[1]["toxic_cut"] == pytest.approx(0.0)
     assert q_anatomy(ratios) == {"q_state_toxic": -0.5, "q_spread_toxic": 0.2, "q_state_clean": -0.1,
-                                 "q_spread_clean": 0.0}
+                                 "q_spread_clean": 0.0, "last_advantage_toxic": -0.3, "last_advantage_clean": 0.1,
+                                 "last_safer_mass_toxic": 0.9, "last_safer_mass_clean": 0.2, "last_advantage_auc": 1.0}
 
 
 def test_from_generations_splits_prompt_and_continuation(gpt2_tok):

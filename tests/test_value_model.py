@@ -68,15 +68,21 @@ def test_bounded_output_in_range(tiny_llama):
     assert q.min() >= -1.0 and q.max() <= 0.0
 
 
-def test_init_from_lm_head_reproduces_scaled_logits(tiny_gpt2):
+@pytest.mark.parametrize("scale_on", ["rows", "query"])
+def test_init_from_lm_head_reproduces_scaled_logits(tiny_gpt2, scale_on):
     model, tok = tiny_gpt2
-    vm = ValueModel.from_backbone(model, {"init_from_lm_head": True, "init_scale": 0.01}, tok).eval()
+    vm = ValueModel.from_backbone(model, {"init_from_lm_head": True, "init_scale": 0.01,
+                                          "init_scale_on": scale_on}, tok).eval()
     ids, mask = _batch(tok)
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask,
                        position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).logits
         q = vm(ids, mask)
     torch.testing.assert_close(q, 0.01 * logits - 0.5, atol=1e-4, rtol=1e-4)
+    rows = vm.head.out.weight.norm(dim=1).mean() / model.get_output_embeddings().weight.norm(dim=1).mean()
+    assert rows.item() == pytest.approx((2 ** 0.5) * (0.01 if scale_on == "rows" else 1.0), rel=1e-4)
+    with pytest.raises(ValueError, match="init_scale_on"):
+        ValueModel.from_backbone(model, {"init_from_lm_head": True, "init_scale_on": "fc"}, tok)
 
 
 def test_freeze_with_top_layers(tiny_llama):

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from rectify.decoding.caps import CapConfig
@@ -48,6 +49,11 @@ class LogRatios:
     toxic: np.ndarray  # [trajectories] bool
     q_state: np.ndarray  # [trajectories] mean over steps of the LM-expected Q, sum_a p(a) Q(s, a)
     q_spread: np.ndarray  # [trajectories] mean over steps of the p-weighted std of Q over next tokens
+    # the last action's advantage Q(s, a) - sum_b p(b) Q(s, b), and the LM probability mass on tokens Q_D
+    # rates safer than it: on dead-end-truncated data the last action of a toxic trajectory is the word that
+    # made it toxic, so these say whether Q_D singles out that token among the ones the LM would pick
+    last_advantage: np.ndarray  # [trajectories]
+    last_safer_mass: np.ndarray  # [trajectories]
 
 
 def from_value_data(records: Sequence[Any], tokenizer: Any, max_length: int,
@@ -124,6 +130,7 @@ def log_ratios(lm: Any, value_model: Any, trajectories: Sequence[Trajectory], ru
     log_w = np.zeros((len(rules), n))
     nll, n_tokens = np.zeros(n), np.zeros(n, dtype=np.int64)
     q_state, q_spread = np.zeros(n), np.zeros(n)
+    last_adv, last_safer = np.zeros(n), np.zeros(n)
     done = 0
     for batch in tqdm(list(_batches(trajectories, batch_size)), desc="log-ratios", disable=not progress):
         ids, mask, rows_t, cols_t = _pad_with_steps(batch)
@@ -140,6 +147,10 @@ def log_ratios(lm: Any, value_model: Any, trajectories: Sequence[Trajectory], ru
         spread = (probs * (q - expected) ** 2).sum(-1).sqrt()
         np.add.at(q_state, owner, expected.squeeze(-1).double().numpy())
         np.add.at(q_spread, owner, spread.double().numpy())
+        q_taken = q.gather(-1, actions[:, None])
+        is_last = (cols_t + 2 == mask.sum(-1)[rows_t]).numpy()
+        last_adv[owner[is_last]] = (q_taken - expected).squeeze(-1).double().numpy()[is_last]
+        last_safer[owner[is_last]] = (probs * (q > q_taken)).sum(-1).double().numpy()[is_last]
         for r, rule in enumerate(rules):
             rectified = project(probs, rule.compute(q, probs)).probs
             step = torch.log(rectified.gather(-1, actions[:, None]).squeeze(-1)) - log_p
@@ -148,7 +159,7 @@ def log_ratios(lm: Any, value_model: Any, trajectories: Sequence[Trajectory], ru
     toxic = np.array([t.toxic for t in trajectories], dtype=bool)
     steps = np.maximum(n_tokens, 1)
     return LogRatios(log_w=log_w, nll=nll, n_tokens=n_tokens, toxic=toxic, q_state=q_state / steps,
-                     q_spread=q_spread / steps)
+                     q_spread=q_spread / steps, last_advantage=last_adv, last_safer_mass=last_safer)
 
 
 def q_anatomy(ratios: LogRatios) -> dict[str, float]:
@@ -159,8 +170,11 @@ def q_anatomy(ratios: LogRatios) -> dict[str, float]:
     """
     out = {}
     for name, sel in (("toxic", ratios.toxic), ("clean", ~ratios.toxic)):
-        out[f"q_state_{name}"] = float(ratios.q_state[sel].mean()) if sel.any() else math.nan
-        out[f"q_spread_{name}"] = float(ratios.q_spread[sel].mean()) if sel.any() else math.nan
+        for key in ("q_state", "q_spread", "last_advantage", "last_safer_mass"):
+            out[f"{key}_{name}"] = float(getattr(ratios, key)[sel].mean()) if sel.any() else math.nan
+    both = ratios.toxic.any() and (~ratios.toxic).any()
+    # how well the last action's advantage alone tells toxic trajectories from clean ones (0.5: not at all)
+    out["last_advantage_auc"] = float(roc_auc_score(ratios.toxic, -ratios.last_advantage)) if both else math.nan
     return out
 
 

@@ -6,7 +6,8 @@ continuations are all clean (every score < threshold) is dropped, which is how t
 class imbalance. Reward: -1 if the continuation's score >= threshold else 0 (``reward: soft`` gives
 -score instead). The 9:1 train/val split is by *prompt*, so no prompt's continuations leak across.
 Each row: ``{"text": prompt + continuation, "reward": [r], "prompt_len": n}`` with ``n`` the prompt's
-length in tokens of Q_D's tokenizer.
+length in tokens of Q_D's tokenizer. With ``truncate: dead_end`` a toxic continuation ends at its ``dead_end``
+mark (:mod:`rectify.data.dead_ends`): the episode stops at the word that made it toxic.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+TRUNCATE_MODES = (None, "dead_end")
 
 
 @dataclass
@@ -30,6 +33,11 @@ class AssembleConfig:
     val_fraction: float = 0.1
     seed: int = 0
     skip_empty: bool = True
+    truncate: str | None = None  # None (the paper: whole continuations) | dead_end (end toxic ones at the onset)
+
+    def __post_init__(self) -> None:
+        if self.truncate not in TRUNCATE_MODES:
+            raise ValueError(f"unknown assemble.truncate {self.truncate!r}; use null or dead_end")
 
 
 def select(gens: Sequence[dict[str, Any]], mode: str, k: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -92,13 +100,23 @@ def assemble(records: Sequence[dict[str, Any]], cfg: AssembleConfig,
     train: list[dict] = []
     val: list[dict] = []
     n_tox = {"train": 0, "val": 0}
+    cut_chars = {"before": 0, "after": 0}  # characters of the toxic continuations, before / after truncation
     for j, ((rec, chosen), n_tok) in enumerate(zip(kept, lens, strict=True)):
         part = "val" if j in val_ids else "train"
         rows = val if part == "val" else train
         prompt = rec["prompt"]["text"]
         for g in chosen:
-            n_tox[part] += g["toxicity"] >= cfg.threshold
-            rows.append({"text": prompt + g["text"], "reward": [reward_of(g["toxicity"], cfg.threshold, cfg.reward)],
+            toxic = g["toxicity"] >= cfg.threshold
+            n_tox[part] += toxic
+            text = g["text"]
+            if cfg.truncate == "dead_end" and toxic:
+                if "dead_end" not in g:
+                    raise ValueError(f"record {j} ({rec.get('source')}): a toxic generation has no dead_end "
+                                     "mark (see rectify.data.dead_ends.mark_dead_ends)")
+                cut_chars["before"] += len(text)
+                text = text[: g["dead_end"]]
+                cut_chars["after"] += len(text)
+            rows.append({"text": prompt + text, "reward": [reward_of(g["toxicity"], cfg.threshold, cfg.reward)],
                          "prompt_len": int(n_tok)})
 
     n_tox_train, n_tox_val = int(n_tox["train"]), int(n_tox["val"])
@@ -118,7 +136,10 @@ def assemble(records: Sequence[dict[str, Any]], cfg: AssembleConfig,
         "mode": cfg.mode,
         "threshold": cfg.threshold,
         "reward": cfg.reward,
+        "truncate": cfg.truncate,
     }
+    if cfg.truncate == "dead_end":
+        summary["toxic_chars_kept"] = cut_chars["after"] / cut_chars["before"] if cut_chars["before"] else math.nan
     return train, val, summary
 
 

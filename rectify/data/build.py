@@ -25,6 +25,7 @@ from rectify.data import assemble as asm
 from rectify.data import continuations as cont
 from rectify.data import labels as lab
 from rectify.data import prompts as pr
+from rectify.data.dead_ends import mark_dead_ends
 from rectify.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
 from rectify.data.stages import Stage, fingerprint
 
@@ -96,8 +97,9 @@ class Pipeline:
         c = {k: v for k, v in self.cfg["continuations"].items() if k not in ("trainer", "batch_size", "num_threads")}
         self.fp["continuations"] = fingerprint(self.fp["prompts"], c, self.cfg["lm"], self.cfg["seed"])
         self.fp["labels"] = fingerprint(self.fp["continuations"], scorer_fp)
-        self.fp["assemble"] = fingerprint(self.fp["labels"], self.cfg["assemble"], self.cfg["seed"],
-                                          self.cfg["qd_tokenizer"])
+        # a key left at its "off" default does not change the output, so data built before it existed stays valid
+        a_fp = {k: v for k, v in self.cfg["assemble"].items() if not (k == "truncate" and v is None)}
+        self.fp["assemble"] = fingerprint(self.fp["labels"], a_fp, self.cfg["seed"], self.cfg["qd_tokenizer"])
 
     @property
     def scorer(self):
@@ -182,8 +184,12 @@ class Pipeline:
 
         a = self.cfg["assemble"]
         acfg = asm.AssembleConfig(**{k: a[k] for k in ("mode", "k", "drop_clean", "threshold", "reward",
-                                                        "val_fraction", "skip_empty")}, seed=self.cfg["seed"])
+                                                        "val_fraction", "skip_empty")}, seed=self.cfg["seed"],
+                                  truncate=a.get("truncate"))
         records = read_jsonl(self.out / LABELLED)
+        if acfg.truncate == "dead_end":
+            records, n_marked = mark_dead_ends(records, self.scorer, acfg.threshold)
+            log.info("dead-end onsets of %d toxic continuations scored (word prefixes)", n_marked)
         train, val, summary = asm.assemble(records, acfg, asm.token_counter(load_tokenizer(self.cfg["qd_tokenizer"])))
         summary["labeller"] = records[0].get("labeller") if records else None
         write_jsonl_atomic(self.out / TRAIN, train)

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from rectify.evaluation.wandb_log import wandb_settings
 from rectify.report import ReportError, build_rows, gather, swept_keys, tradeoff_plot, write_report
+from rectify.report.table import add_baseline_deltas
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -101,6 +102,26 @@ def test_baseline_deltas_by_hand(tmp_path):
     assert len(base) == 4 and all(math.isnan(r["tox_prob_cut_pct"]) for r in base)
     # Sorted: non-toxic first, then by scorer; plain first within a group.
     assert rows[0]["subset"] == "nontoxic" and rows[0]["method"] == "plain"
+
+
+def test_plain_baseline_ignores_rectification_only_settings():
+    """A plain run records the config's cap mode and q_scale; rectified runs that sweep them still compare
+    with it, while a setting plain sampling does use (top_p) still picks its own baseline."""
+    rows = [row("plain", "s", "all", "plain", None, 0.4, 0.4, 20, 0.8, **{
+                "meta.config.decoding.cap_mode": "original", "meta.config.decoding.q_scale": 1.0,
+                "meta.config.decoding.top_p": 1.0}),
+            row("top_p", "s", "all", "plain", None, 0.5, 0.4, 10, 0.8, **{
+                "meta.config.decoding.cap_mode": "original", "meta.config.decoding.q_scale": 1.0,
+                "meta.config.decoding.top_p": 0.9})]
+    for i, (mode, scale) in enumerate([("original", 4.0), ("normalized", 10.0), ("original", 8.0)]):
+        rows.append(row(str(i), "s", "all", "rectified", 0.1, 0.2, 0.3, 22, 0.8, **{
+            "meta.config.decoding.cap_mode": mode, "meta.config.decoding.q_scale": scale,
+            "meta.config.decoding.top_p": 1.0}))
+    swept = swept_keys(rows)
+    assert "meta.config.decoding.q_scale" in swept and "meta.config.decoding.top_p" in swept
+    out = add_baseline_deltas([dict(r) for r in rows], swept)
+    for r in out[2:]:
+        assert r["tox_prob_cut_pct"] == pytest.approx(50) and r["baseline_input"] == "/sweep/plain/generations.jsonl"
 
 
 def test_write_report_files(tmp_path):

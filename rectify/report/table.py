@@ -11,6 +11,10 @@ from rectify.report.gather import display_name
 SUBSET_ORDER = {"nontoxic": 0, "toxic": 1, "all": 2}
 BASELINE_METHOD = "plain"
 DELTA_COLUMNS = ("tox_prob_cut_pct", "emt_cut_pct", "ppl_change_pct", "dist3_change")
+# Decoding settings that only act when Q_D caps the distribution: a plain run carries the config's defaults for
+# them, which say nothing about it, so they never decide which plain run a rectified one is compared with.
+RECTIFY_ONLY = {"epsilon", "cap_mode", "q_scale", "q_baseline", "p_min", "p_max", "q_head", "q_cache",
+                "shared_backbone"}
 
 
 def _num(v: Any) -> float:
@@ -30,13 +34,15 @@ def is_baseline(row: Mapping[str, Any]) -> bool:
 
 def find_baseline(row: Mapping[str, Any], baselines: Sequence[Mapping[str, Any]], swept: Sequence[str]):
     """The plain run to compare ``row`` with: same scorer, subset and judge, and the same value for every
-    swept key that the baseline itself has (keys only rectified runs have, such as Q_D's size, are ignored).
-    With several candidates, the latest evaluation."""
+    swept key that the baseline itself has (keys only rectified runs have, such as Q_D's size, are ignored, and
+    so are the rectification-only decoding settings, :data:`RECTIFY_ONLY`). With several candidates, the latest
+    evaluation."""
+    keys = [k for k in swept if not (".decoding." in f".{k}" and k.rsplit(".", 1)[-1] in RECTIFY_ONLY)]
     cands = []
     for b in baselines:
         if (b["scorer"], b["subset"], str(b.get("judge"))) != (row["scorer"], row["subset"], str(row.get("judge"))):
             continue
-        if all(_missing(b.get(k)) or str(b.get(k)) == str(row.get(k)) for k in swept):
+        if all(_missing(b.get(k)) or str(b.get(k)) == str(row.get(k)) for k in keys):
             cands.append(b)
     return max(cands, key=lambda b: str(b.get("evaluated_at") or "")) if cands else None
 

@@ -20,7 +20,7 @@ from rectify.analysis.offpolicy import (
     rule_grid,
     summarize,
 )
-from rectify.evaluation.cache import read_cache
+from rectify.evaluation.cache import cached_scores
 from rectify.evaluation.generations import read_generations
 from rectify.lm import load_lm
 from rectify.report.table import fmt, format_markdown
@@ -35,13 +35,8 @@ def load_trajectories(cfg: DictConfig, tokenizer) -> list:
     if cfg.scores is None:  # value data: labels are the terminal rewards
         records, _ = read_value_jsonl(path)
         return from_value_data(records, tokenizer, int(cfg.max_length), float(cfg.reward_threshold))
-    cache = read_cache(Path(cfg.scores)).get("values", {})
     prompts, texts, _ = read_generations(path).flat()
-    missing = [t for t in texts if t.strip() and t not in cache]
-    if missing:
-        raise ValueError(f"{cfg.scores} lacks scores for {len(missing)} generations of {path} (first: "
-                         f"{missing[0][:60]!r}); run scripts/evaluate.py on {path} first")
-    scores = [cache.get(t, 0.0) for t in texts]
+    scores = cached_scores(Path(cfg.scores), texts, path)
     return from_generations(prompts, texts, scores, tokenizer, float(cfg.toxic_threshold))
 
 

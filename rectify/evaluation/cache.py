@@ -51,6 +51,17 @@ def read_cache(cache_file: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) and isinstance(data.get("values"), dict) else {}
 
 
+def cached_scores(cache_file: Path, texts: Sequence[str], source: str | Path) -> list[float]:
+    """The scores evaluate.py cached for ``texts`` (generations of ``source``); empty texts score 0 (as
+    ``eval.empty_score`` does by default). Raises when any other text is missing, naming the fix."""
+    cache = read_cache(Path(cache_file)).get("values", {})
+    missing = [t for t in texts if t.strip() and t not in cache]
+    if missing:
+        raise ValueError(f"{cache_file} lacks scores for {len(missing)} generations of {source} (first: "
+                         f"{missing[0][:60]!r}); run scripts/evaluate.py on {source} first")
+    return [float(cache.get(t, 0.0)) for t in texts]
+
+
 def cached_values(
     cache_file: Path | None,
     config_fp: str,

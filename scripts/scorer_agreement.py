@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from rectify.analysis.agreement import agreement_rows
+from rectify.analysis.agreement import agreement_rows, clean_floors
 from rectify.evaluation.cache import cache_dir_for, cached_scores
 from rectify.evaluation.generations import read_generations
 from rectify.report.table import fmt, format_markdown
@@ -29,6 +29,8 @@ def main(cfg: DictConfig) -> None:
     ref = np.zeros(len(texts))
     ref[nonempty] = reference([texts[i] for i in nonempty])
     rows = agreement_rows(scores, ref, float(cfg.threshold))
+    floors = clean_floors(scores, ref, int(cfg.k), float(cfg.threshold))
+    rows = [{**r, **floors[r["scorer"]]} for r in rows]
     out = Path(cfg.paths.output_dir)
     pd.DataFrame(rows).to_csv(out / "agreement.csv", index=False)
     cols = list(rows[0]) if rows else []

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rectify.analysis.agreement import agreement_rows
+from rectify.analysis.agreement import agreement_rows, clean_floors, expected_max
 from rectify.data.keyword_scorer import KeywordScorer
 from rectify.scoring import build_scorer
 
@@ -55,3 +55,22 @@ def test_script_reads_caches_and_scores_the_reference(tmp_path):
                               f"hydra.run.dir={tmp_path / 'run2'}"], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=300)
     assert missing.returncode != 0 and "run scripts/evaluate.py" in missing.stderr
+
+
+def test_expected_max_is_exact():
+    values = np.array([0.1, 0.4, 0.4, 0.9])
+    assert expected_max(values, 1) == pytest.approx(values.mean())
+    # k = 2 by enumerating all 16 ordered pairs
+    assert expected_max(values, 2) == pytest.approx(np.mean([max(a, b) for a in values for b in values]))
+    assert math.isnan(expected_max(np.array([]), 4))
+    with pytest.raises(ValueError):
+        expected_max(values, 0)
+
+
+def test_clean_floors_use_only_the_other_judges():
+    ref = np.array([0.0, 0.0, 0.9, 0.0])
+    scores = {"a": np.array([0.6, 0.2, 0.1, 0.3]), "b": np.array([0.1, 0.7, 0.0, 0.2])}
+    floors = clean_floors(scores, ref, k=1)
+    # a's pool: samples b and the reference call clean (0 and 3), although a flags sample 0
+    assert floors["a"] == {"clean_by_others": 2, "still_flagged": 0.5, "emt_floor_k1": pytest.approx(0.45)}
+    assert floors["b"]["clean_by_others"] == 2 and floors["b"]["emt_floor_k1"] == pytest.approx(0.45)

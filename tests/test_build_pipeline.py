@@ -130,3 +130,23 @@ def test_dead_end_assembly_reuses_the_labels(smoke_run, tmp_path):
         assert old["reward"] == new["reward"] and old["text"].startswith(new["text"])
         if old["reward"] == [0]:
             assert new["text"] == old["text"]
+
+
+def test_a_separate_labeller_relabels_without_regenerating(smoke_run, tmp_path):
+    out = copy_run(smoke_run[0], tmp_path / "run")
+    generations = (out / "generations.jsonl").read_text()
+    members = ("[{_target_:rectify.data.keyword_scorer.KeywordScorer},"
+               "{_target_:rectify.data.keyword_scorer.KeywordScorer,words:[the,a]}]")
+    cfg = compose_build("debug=smoke", f"build.out_dir={out}", "+build.labels.scorer._target_="
+                        "rectify.scoring.ensemble.EnsembleScorer", f"+build.labels.scorer.members={members}").build
+    with pytest.raises(StageConfigMismatch, match="labels"):  # the old labels are not silently kept
+        build.run(cfg, "labels")
+    res = build.run(cfg, "labels", overwrite=True)["labels"]
+    assert res["labeller"] == "max(keyword,keyword)"
+    assert (out / "generations.jsonl").read_text() == generations  # prompts and samples are not redone
+    old = [g for r in read_jsonl(smoke_run[0] / "labelled.jsonl") for g in r["generations"]]
+    new = [g for r in read_jsonl(out / "labelled.jsonl") for g in r["generations"]]
+    assert len(new) == len(old) and all(n["toxicity"] >= o["toxicity"] for o, n in zip(old, new, strict=True))
+    assert any(n["toxicity"] > o["toxicity"] for o, n in zip(old, new, strict=True))
+    summary = build.run(cfg, "assemble", overwrite=True)["assemble"]
+    assert summary["labeller"] == "max(keyword,keyword)"

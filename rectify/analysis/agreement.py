@@ -3,6 +3,8 @@
 Q_D learns to avoid what its labeller calls toxic. Of the samples an evaluation scorer flags, only those the
 labeller flags too are Q_D's to remove, so the labeller's share of them bounds the cut that scorer can show;
 a scorer that rates ordinary text high (a high median) leaves little room for an EMT cut either.
+:func:`clean_floors` measures that room: the EMT a scorer would still give k samples that every *other* judge
+calls clean.
 """
 
 from __future__ import annotations
@@ -34,3 +36,41 @@ def agreement_rows(scores: Mapping[str, np.ndarray], reference: np.ndarray,
             "p10": float(p10), "median": float(p50), "p90": float(p90),
         })
     return rows
+
+
+def expected_max(values: np.ndarray, k: int) -> float:
+    """E[max of k draws with replacement] from the empirical distribution of ``values``: exact, no sampling.
+
+    With the values sorted, the i-th smallest is the maximum with probability (i/n)^k - ((i-1)/n)^k.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    if not len(v):
+        return math.nan
+    i = np.arange(1, len(v) + 1, dtype=np.float64)
+    return float((((i / len(v)) ** k) - (((i - 1) / len(v)) ** k)) @ v)
+
+
+def clean_floors(scores: Mapping[str, np.ndarray], reference: np.ndarray, k: int,
+                 threshold: float = 0.5) -> dict[str, dict[str, float]]:
+    """Per scorer, on the samples that the reference and every other scorer call clean (``< threshold``): how
+    many there are, the share this scorer still flags, and the EMT it gives k of them (:func:`expected_max`).
+
+    The other judges pick the samples, so the floor is not selected on the scorer's own scores: it is what the
+    scorer says of text a perfect detoxifier, by everyone else's measure, would write. An EMT target below it
+    cannot be met by writing ordinary text.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    out = {}
+    for name, values in scores.items():
+        values = np.asarray(values, dtype=np.float64)
+        others = [np.asarray(v, dtype=np.float64) for n, v in scores.items() if n != name] + [ref]
+        clean = np.all([o < threshold for o in others], axis=0)
+        pool = values[clean]
+        out[name] = {
+            "clean_by_others": int(clean.sum()),
+            "still_flagged": float((pool >= threshold).mean()) if len(pool) else math.nan,
+            f"emt_floor_k{k}": expected_max(pool, k),
+        }
+    return out

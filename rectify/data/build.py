@@ -88,6 +88,7 @@ class Pipeline:
         self.out.mkdir(parents=True, exist_ok=True)
         self.overwrite = overwrite
         self._scorer = scorer
+        self._labeller = None
         self.fp: dict[str, str] = {}
         scorer_fp = _plain(scorer_cfg(self.cfg)) if scorer is None else scorer_name(scorer)
         p = self.cfg["prompts"]
@@ -96,7 +97,8 @@ class Pipeline:
                                          self.cfg["lm"] if p["split_mode"] == "first_tokens" else None)
         c = {k: v for k, v in self.cfg["continuations"].items() if k not in ("trainer", "batch_size", "num_threads")}
         self.fp["continuations"] = fingerprint(self.fp["prompts"], c, self.cfg["lm"], self.cfg["seed"])
-        self.fp["labels"] = fingerprint(self.fp["continuations"], scorer_fp)
+        labeller = self.cfg.get("labels", {}).get("scorer")
+        self.fp["labels"] = fingerprint(self.fp["continuations"], scorer_fp if labeller is None else labeller)
         # a key left at its "off" default does not change the output, so data built before it existed stays valid
         a_fp = {k: v for k, v in self.cfg["assemble"].items() if not (k == "truncate" and v is None)}
         self.fp["assemble"] = fingerprint(self.fp["labels"], a_fp, self.cfg["seed"], self.cfg["qd_tokenizer"])
@@ -106,6 +108,13 @@ class Pipeline:
         if self._scorer is None:
             self._scorer = resolve_scorer(scorer_cfg(self.cfg))
         return self._scorer
+
+    @property
+    def labeller(self):
+        if self._labeller is None:
+            own = (self.cfg.get("labels") or {}).get("scorer")
+            self._labeller = self.scorer if own is None else resolve_scorer(own)
+        return self._labeller
 
     def stage(self, name: str, outputs: list[str], scratch: tuple[str, ...] = ()) -> Stage:
         return Stage(self.out, name, self.fp[name], outputs, scratch)
@@ -169,9 +178,9 @@ class Pipeline:
             return {"skipped": True, **st.done_info()}
         st.begin(overwrite=self.overwrite)
         t0 = time.perf_counter()
-        n = lab.label_file(self.out / GENERATIONS, self.out / LABELLED, self.scorer,
-                           name=scorer_name(self.scorer), batch_prompts=self.cfg["labels"]["batch_prompts"])
-        info = {"prompts": n, "labeller": scorer_name(self.scorer), "seconds": round(time.perf_counter() - t0, 1)}
+        n = lab.label_file(self.out / GENERATIONS, self.out / LABELLED, self.labeller,
+                           name=scorer_name(self.labeller), batch_prompts=self.cfg["labels"]["batch_prompts"])
+        info = {"prompts": n, "labeller": scorer_name(self.labeller), "seconds": round(time.perf_counter() - t0, 1)}
         st.finish(info)
         return info
 
@@ -188,7 +197,7 @@ class Pipeline:
                                   truncate=a.get("truncate"))
         records = read_jsonl(self.out / LABELLED)
         if acfg.truncate == "dead_end":
-            records, n_marked = mark_dead_ends(records, self.scorer, acfg.threshold)
+            records, n_marked = mark_dead_ends(records, self.labeller, acfg.threshold)
             log.info("dead-end onsets of %d toxic continuations scored (word prefixes)", n_marked)
         train, val, summary = asm.assemble(records, acfg, asm.token_counter(load_tokenizer(self.cfg["qd_tokenizer"])))
         summary["labeller"] = records[0].get("labeller") if records else None

@@ -1,7 +1,7 @@
 """Toxicity scorers behind one interface: ``build_scorer(cfg)(texts) -> np.ndarray`` of P(toxic) in [0, 1].
 
 Names (also the Hydra group ``configs/scorer/``): jigsaw_lstm, jigsaw_lstm_tcc, profanity_svm, hatesonar,
-reward_model, perspective. Implementations are imported lazily, so asking for one scorer never loads the
+reward_model, perspective, and ``ensemble`` (several of them reduced by max or mean). Implementations are imported lazily, so asking for one scorer never loads the
 others' heavy dependencies (onnx, transformers).
 """
 
@@ -21,6 +21,7 @@ REGISTRY: dict[str, str] = {
     "hatesonar": "rectify.scoring.hatesonar:HateSonarScorer",
     "reward_model": "rectify.scoring.reward_model:RewardModelScorer",
     "perspective": "rectify.scoring.perspective:PerspectiveScorer",
+    "ensemble": "rectify.scoring.ensemble:EnsembleScorer",
 }
 
 

@@ -47,7 +47,7 @@ def main(cfg: DictConfig) -> None:
     timings: dict[str, float] = {}
     data_dir = Path(cfg.paths.data_dir) / cfg.data
 
-    run_stage("1/5 build value data (prompts -> SmolLM2 continuations -> jigsaw_lstm labels -> train/val)",
+    run_stage(f"1/5 build value data (data={cfg.data}: prompts -> continuations -> labels -> train/val)",
               "build_data.py", [f"data={cfg.data}", f"hydra.run.dir={out}/build_data"], timings)
 
     train_dir = Path(cfg.train_dir)
@@ -75,7 +75,7 @@ def main(cfg: DictConfig) -> None:
         ], timings)
 
     ev = cfg.evaluate
-    run_stage("4/5 evaluate (toxicity under 3 scorers, Gemma-3 perplexity, Dist-n)", "evaluate.py", [
+    run_stage(f"4/5 evaluate (toxicity under {len(ev.scorers)} scorers, Gemma-3 perplexity, Dist-n)", "evaluate.py", [
         f"eval.input={out}/generations", f"eval.scorers=[{','.join(ev.scorers)}]",
         f"eval.perplexity_samples={ev.perplexity_samples}", f"hydra.run.dir={out}/evaluate",
     ], timings)

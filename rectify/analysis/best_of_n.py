@@ -1,9 +1,10 @@
 """How low a scorer's EMT can go by choosing among the LM's own samples: an oracle reranker per prompt.
 
-Draw n plain samples per prompt and keep the k that the scorer itself rates least toxic. No decoding rule
-that only reweights the LM's distribution is pushed harder towards that scorer than this selection at a
-matched budget, so when even this oracle misses an EMT target, the target asks for text the LM rarely writes.
-Both numbers are exact expectations over the n samples, not one random draw:
+Draw n plain samples per prompt and keep the k that the scorer itself rates least toxic: the judge optimised
+directly, with n/k times the samples. It is not a strict bound for a decoder, which can write text that plain
+sampling rarely does, but when even this oracle misses an EMT target, the target asks for text that the LM
+writes for few prompts, among the ones the judge likes best of n. Both numbers are exact expectations over the
+n samples, not one random draw:
 
 - ``emt_random``: E[max of k drawn without replacement] = sum_i s_(i) * C(i-1, k-1) / C(n, k) (sorted scores);
 - ``emt_best``: the k-th smallest score (the max of the k least toxic).

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rectify.analysis.agreement import agreement_rows, clean_floors, expected_max
+from rectify.analysis.agreement import agreement_rows, clean_floors
+from rectify.analysis.order_stats import expected_max
 from rectify.data.keyword_scorer import KeywordScorer
 from rectify.scoring import build_scorer
 

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rectify.analysis.best_of_n import best_of_n, expected_max_without_replacement
+from rectify.analysis.best_of_n import best_of_n
+from rectify.analysis.order_stats import expected_max_without_replacement
 
 ROOT = Path(__file__).resolve().parents[1]
 

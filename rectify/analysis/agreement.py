@@ -14,6 +14,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from rectify.analysis.order_stats import expected_max
+
 
 def agreement_rows(scores: Mapping[str, np.ndarray], reference: np.ndarray,
                    threshold: float = 0.5) -> list[dict[str, float]]:
@@ -36,20 +38,6 @@ def agreement_rows(scores: Mapping[str, np.ndarray], reference: np.ndarray,
             "p10": float(p10), "median": float(p50), "p90": float(p90),
         })
     return rows
-
-
-def expected_max(values: np.ndarray, k: int) -> float:
-    """E[max of k draws with replacement] from the empirical distribution of ``values``: exact, no sampling.
-
-    With the values sorted, the i-th smallest is the maximum with probability (i/n)^k - ((i-1)/n)^k.
-    """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    v = np.sort(np.asarray(values, dtype=np.float64))
-    if not len(v):
-        return math.nan
-    i = np.arange(1, len(v) + 1, dtype=np.float64)
-    return float((((i / len(v)) ** k) - (((i - 1) / len(v)) ** k)) @ v)
 
 
 def clean_floors(scores: Mapping[str, np.ndarray], reference: np.ndarray, k: int,

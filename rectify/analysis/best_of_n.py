@@ -17,16 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
-def expected_max_without_replacement(scores: np.ndarray, k: int) -> float:
-    """E[max of k of the n ``scores`` drawn without replacement]: the i-th smallest is the max of C(i-1, k-1)
-    of the C(n, k) subsets."""
-    s = np.sort(np.asarray(scores, dtype=np.float64))
-    n = len(s)
-    if not 1 <= k <= n:
-        raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
-    weights = np.array([math.comb(i - 1, k - 1) for i in range(1, n + 1)], dtype=np.float64) / math.comb(n, k)
-    return float(weights @ s)
+from rectify.analysis.order_stats import expected_max_without_replacement
 
 
 def best_of_n(per_prompt: Sequence[np.ndarray], k: int, threshold: float = 0.5) -> dict[str, float]:

@@ -97,7 +97,7 @@ class Pipeline:
                                          self.cfg["lm"] if p["split_mode"] == "first_tokens" else None)
         c = {k: v for k, v in self.cfg["continuations"].items() if k not in ("trainer", "batch_size", "num_threads")}
         self.fp["continuations"] = fingerprint(self.fp["prompts"], c, self.cfg["lm"], self.cfg["seed"])
-        labeller = self.cfg.get("labels", {}).get("scorer")
+        labeller = self._labeller_cfg()
         self.fp["labels"] = fingerprint(self.fp["continuations"], scorer_fp if labeller is None else labeller)
         # a key left at its "off" default does not change the output, so data built before it existed stays valid
         a_fp = {k: v for k, v in self.cfg["assemble"].items() if not (k == "truncate" and v is None)}
@@ -109,10 +109,15 @@ class Pipeline:
             self._scorer = resolve_scorer(scorer_cfg(self.cfg))
         return self._scorer
 
+    def _labeller_cfg(self) -> Any:
+        """``labels.scorer``: a labeller for the continuations apart from the prompts' scorer (None: the same)."""
+        return (self.cfg.get("labels") or {}).get("scorer")
+
     @property
     def labeller(self):
+        """What labels continuations and finds their dead ends: ``labels.scorer``, else the prompts' scorer."""
         if self._labeller is None:
-            own = (self.cfg.get("labels") or {}).get("scorer")
+            own = self._labeller_cfg()
             self._labeller = self.scorer if own is None else resolve_scorer(own)
         return self._labeller
 

@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 
 import hydra
-import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,7 +22,7 @@ from rectify.analysis.offpolicy import (
 from rectify.evaluation.cache import cached_scores
 from rectify.evaluation.generations import read_generations
 from rectify.lm import load_lm
-from rectify.report.table import fmt, format_markdown
+from rectify.report.table import write_table
 from rectify.training.data import read_value_jsonl
 from rectify.value_model import ValueModel
 
@@ -54,11 +53,7 @@ def main(cfg: DictConfig) -> None:
     log.info("%d trajectories (%d toxic), %d rules", len(trajectories), sum(t.toxic for t in trajectories), len(rules))
     ratios = log_ratios(lm, value_model, trajectories, rules, temperature=float(cfg.temperature),
                         batch_size=int(cfg.batch_size))
-    table = pd.DataFrame(summarize(ratios, rules))
     out = Path(cfg.paths.output_dir)
-    table.to_csv(out / "estimate_caps.csv", index=False)
-    cols = ["rule", "toxic_rate", "toxic_cut", "ppl_ratio", "ess"]
-    markdown = format_markdown(table.to_dict("records"), [(c, lambda r, c=c: fmt(r[c])) for c in cols])
     anatomy = q_anatomy(ratios)
     (out / "q_anatomy.json").write_text(json.dumps(anatomy, indent=2), encoding="utf-8")
     q_line = ("Q per step, mean over trajectories: LM-expected Q (state part) toxic {q_state_toxic:.3f} / clean "
@@ -66,9 +61,9 @@ def main(cfg: DictConfig) -> None:
               "{q_spread_clean:.3f}. Last action: advantage toxic {last_advantage_toxic:.3f} / clean "
               "{last_advantage_clean:.3f}, LM mass on tokens Q_D rates safer toxic {last_safer_mass_toxic:.2f} / clean "
               "{last_safer_mass_clean:.2f}, AUC of -advantage {last_advantage_auc:.3f}").format(**anatomy)
-    (out / "estimate_caps.md").write_text(
-        f"input: {cfg.input} ({len(trajectories)} trajectories, {int(ratios.toxic.sum())} toxic)\n\n{q_line}\n\n"
-        f"{markdown}\n", encoding="utf-8")
+    head = f"input: {cfg.input} ({len(trajectories)} trajectories, {int(ratios.toxic.sum())} toxic)\n\n{q_line}"
+    markdown = write_table(summarize(ratios, rules), out, "estimate_caps",
+                           ["rule", "toxic_rate", "toxic_cut", "ppl_ratio", "ess"], head)
     print(f"{q_line}\n\n{markdown}")
     print(f"written: {out / 'estimate_caps.csv'}")
 

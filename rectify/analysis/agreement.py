@@ -47,7 +47,8 @@ def clean_floors(scores: Mapping[str, np.ndarray], reference: np.ndarray, k: int
 
     The other judges pick the samples, so the floor is not selected on the scorer's own scores: it is what the
     scorer says of text a perfect detoxifier, by everyone else's measure, would write. An EMT target below it
-    cannot be met by writing ordinary text.
+    asks for text the scorer rates lower than text everyone else calls clean (possible, but not by removing
+    what the others flag alone).
     """
     ref = np.asarray(reference, dtype=np.float64)
     out = {}

@@ -62,6 +62,14 @@ def cached_scores(cache_file: Path, texts: Sequence[str], source: str | Path) ->
     return [float(cache.get(t, 0.0)) for t in texts]
 
 
+def cached_scores_by_scorer(source: Path, texts: Sequence[str], scorers: Sequence[str],
+                            scores_dir: str | Path | None = None) -> dict[str, list[float]]:
+    """:func:`cached_scores` of ``texts`` for each scorer name, from ``scores_dir`` (default: the cache
+    evaluate.py writes beside ``source``)."""
+    cache = Path(scores_dir) if scores_dir else cache_dir_for(Path(source))
+    return {name: cached_scores(cache / f"{name}.json", texts, source) for name in scorers}
+
+
 def cached_values(
     cache_file: Path | None,
     config_fp: str,

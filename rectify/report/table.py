@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from rectify.report.gather import display_name
@@ -163,6 +164,20 @@ def format_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]
     sep = "|" + "|".join("---" for _ in columns) + "|"
     body = ["| " + " | ".join(f(r).replace("|", "\\|") for _, f in columns) + " |" for r in rows]
     return "\n".join([head, sep, *body])
+
+
+def write_table(rows: Sequence[Mapping[str, Any]], out_dir: Path, stem: str, columns: Sequence[str] | None = None,
+                head: str = "") -> str:
+    """The analysis scripts' output: every key of ``rows`` in ``<stem>.csv``, and ``head`` above a markdown table
+    of ``columns`` (default: all) in ``<stem>.md``. Returns the markdown table."""
+    import pandas as pd
+
+    out_dir = Path(out_dir)
+    pd.DataFrame(list(rows)).to_csv(out_dir / f"{stem}.csv", index=False)
+    cols = list(columns) if columns is not None else (list(rows[0]) if rows else [])
+    markdown = format_markdown(rows, [(c, lambda r, c=c: fmt(r[c])) for c in cols])
+    (out_dir / f"{stem}.md").write_text(f"{head}\n\n{markdown}\n" if head else f"{markdown}\n", encoding="utf-8")
+    return markdown
 
 
 CSV_COLUMNS = (

@@ -328,9 +328,12 @@ class ValueModel(nn.Module):
 
     # ------------------------------------------------------------------ save / load
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write backbone (+ tokenizer) under ``backbone/``, both heads and ``value_config.json``."""
+    def save_pretrained(self, directory: str | Path, card: Any = None) -> Path:
+        """Write backbone (+ tokenizer) under ``backbone/``, both heads, ``value_config.json`` and the model
+        card ``README.md`` (``card``: a :class:`rectify.model_card.CardInfo` or its dict: data, metrics, ...)."""
         from safetensors.torch import save_file
+
+        from rectify.model_card import write_model_card
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -341,7 +344,20 @@ class ValueModel(nn.Module):
         tensors |= {f"target_head.{k}": v.detach().contiguous().cpu() for k, v in self.target_head.state_dict().items()}
         save_file(tensors, str(directory / HEADS_FILE))
         (directory / VALUE_CONFIG_FILE).write_text(json.dumps(asdict(self.value_config), indent=2) + "\n")
+        write_model_card(directory, self, card)
         return directory
+
+    def push_to_hub(self, repo_id: str, *, card: Any = None, private: bool | None = None, token: str | None = None,
+                    commit_message: str = "Upload rectify Q_D value model") -> str:
+        """Save to a temporary dir (weights + model card) and upload it as a Hub model repo; returns the
+        commit URL. An exported dir can be pushed as it is with :func:`rectify.hub.push_dir`."""
+        import tempfile
+
+        from rectify.hub import push_dir
+
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp, card=card)
+            return push_dir(tmp, repo_id, private=private, token=token, commit_message=commit_message)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, dtype: torch.dtype | str | None = None,

@@ -7,7 +7,8 @@ another config is refused unless ``overwrite``.
 
 Files under ``out_dir``: ``prompts_train.jsonl`` / ``prompts_eval.jsonl`` (disjoint source splits),
 ``generations.jsonl`` (+ ``generations.shards/`` while running), ``labelled.jsonl``, ``train.json`` /
-``val.json`` (value data, JSON lines) and ``summary.json``.
+``val.json`` (value data, JSON lines) and ``summary.json``; the eval prompts' dev / test halves
+(``prompts_dev.jsonl`` / ``prompts_test.jsonl`` / ``eval_split.json``, see :mod:`rectify.data.eval_split`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from rectify.data import continuations as cont
 from rectify.data import labels as lab
 from rectify.data import prompts as pr
 from rectify.data.dead_ends import mark_dead_ends
+from rectify.data.eval_split import ensure_eval_split
 from rectify.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
 from rectify.data.stages import Stage, fingerprint
 
@@ -92,7 +94,8 @@ class Pipeline:
         self.fp: dict[str, str] = {}
         scorer_fp = _plain(scorer_cfg(self.cfg)) if scorer is None else scorer_name(scorer)
         p = self.cfg["prompts"]
-        p_fp = {k: v for k, v in p.items() if k != "batch_size"}  # batching does not change the output
+        # batching does not change the output; the dev/test split is derived from it (rectify/data/eval_split.py)
+        p_fp = {k: v for k, v in p.items() if k not in ("batch_size", "eval_split")}
         self.fp["prompts"] = fingerprint(p_fp, self.cfg["seed"], scorer_fp,
                                          self.cfg["lm"] if p["split_mode"] == "first_tokens" else None)
         c = {k: v for k, v in self.cfg["continuations"].items() if k not in ("trainer", "batch_size", "num_threads")}
@@ -129,6 +132,7 @@ class Pipeline:
     def prompts(self) -> dict[str, Any]:
         st = self.stage("prompts", [PROMPTS_TRAIN, PROMPTS_EVAL])
         if st.is_done():
+            self.eval_split()
             return {"skipped": True, **st.done_info()}
         st.begin(overwrite=self.overwrite)
         p = self.cfg["prompts"]
@@ -149,7 +153,15 @@ class Pipeline:
             (self.out / fname).touch()  # an empty split still counts as written
         info = {"train_prompts": counts["train"], "eval_prompts": counts["eval"]}
         st.finish(info)
+        self.eval_split()
         return info
+
+    def eval_split(self) -> None:
+        """Dev / test halves of the eval prompts, written when missing or stale (cheap; no fingerprint), so
+        data built before the split existed gets them without regenerating anything."""
+        rec = ensure_eval_split(self.out, self.cfg["prompts"].get("eval_split"))
+        log.info("eval prompts split (seed %s): %d dev, %d test (%s)", rec["seed"], rec["dev"]["n"],
+                 rec["test"]["n"], self.out / "eval_split.json")
 
     def continuations(self) -> dict[str, Any]:
         st = self.stage("continuations", [GENERATIONS], scratch=(SHARDS,))

@@ -12,6 +12,7 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
+from rectify.model_card import run_card_info
 from rectify.training.data import ValueDataModule
 from rectify.training.module import ValueLightningModule
 from rectify.training.synthetic import write_synthetic
@@ -66,7 +67,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if cfg.get("export", True) and trainer.is_global_zero:
-        path = module.model.save_pretrained(Path(cfg.paths.output_dir) / "value_model")
+        card = run_card_info(cfg, metrics, datamodule.train_path, datamodule.val_path)  # README.md of the export
+        path = module.model.save_pretrained(Path(cfg.paths.output_dir) / "value_model", card=card)
         metrics["export"] = str(path)  # type: ignore[assignment]
         print(f"value model exported to {path}", flush=True)
     log.info("final metrics: %s", {k: v for k, v in metrics.items() if k != "export"})

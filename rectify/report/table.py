@@ -48,6 +48,18 @@ def find_baseline(row: Mapping[str, Any], baselines: Sequence[Mapping[str, Any]]
     return max(cands, key=lambda b: str(b.get("evaluated_at") or "")) if cands else None
 
 
+def deltas(row: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, float]:
+    """:data:`DELTA_COLUMNS` of ``row`` against ``base``: Tox.prob and EMT cut (% of the baseline's), PPL change
+    (%), Dist-3 change (absolute); NaN where the baseline's value is 0 or missing."""
+    bt, be, bp = _num(base.get("tox_prob")), _num(base.get("emt")), _num(base.get("ppl"))
+    return {
+        "tox_prob_cut_pct": 100 * (bt - _num(row.get("tox_prob"))) / bt if bt else math.nan,
+        "emt_cut_pct": 100 * (be - _num(row.get("emt"))) / be if be else math.nan,
+        "ppl_change_pct": 100 * (_num(row.get("ppl")) - bp) / bp if bp else math.nan,
+        "dist3_change": _num(row.get("dist3")) - _num(base.get("dist3")),
+    }
+
+
 def add_baseline_deltas(rows: list[dict[str, Any]], swept: Sequence[str]) -> list[dict[str, Any]]:
     """Add Tox.prob cut %, EMT cut %, PPL change % and Dist-3 change (absolute) vs the plain baseline."""
     baselines = [r for r in rows if is_baseline(r)]
@@ -56,12 +68,7 @@ def add_baseline_deltas(rows: list[dict[str, Any]], swept: Sequence[str]) -> lis
         if b is None:
             r.update(dict.fromkeys(DELTA_COLUMNS, math.nan), baseline_input=None)
             continue
-        bt, be, bp = _num(b.get("tox_prob")), _num(b.get("emt")), _num(b.get("ppl"))
-        r["tox_prob_cut_pct"] = 100 * (bt - _num(r.get("tox_prob"))) / bt if bt else math.nan
-        r["emt_cut_pct"] = 100 * (be - _num(r.get("emt"))) / be if be else math.nan
-        r["ppl_change_pct"] = 100 * (_num(r.get("ppl")) - bp) / bp if bp else math.nan
-        r["dist3_change"] = _num(r.get("dist3")) - _num(b.get("dist3"))
-        r["baseline_input"] = b.get("input")
+        r.update(deltas(r, b), baseline_input=b.get("input"))
     return rows
 
 

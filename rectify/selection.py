@@ -1,0 +1,264 @@
+"""The ``select`` stage: choose one decoding rule on the dev prompts by a criterion written in config.
+
+Input: a directory of evaluated generation runs (``<root>/<run>/generations.jsonl`` each with the
+``generations.eval.json`` that ``scripts/evaluate.py`` writes beside it), one of them the plain baseline. The
+rows are read with :func:`rectify.report.gather.gather` and compared with the baseline by
+:func:`rectify.report.table.deltas`, the same numbers the report shows. Default criterion: the largest mean
+relative Toxicity Probability cut over the judges that did not label Q_D's data, among the candidates whose
+perplexity rises at most 20% and whose Dist-3 falls at most 0.05; ties go to the lower perplexity. When no
+candidate is eligible nothing is selected (``selected: null``) and the least-bad one is named, so a caller
+can report it as a failure instead of silently using it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rectify.data.jsonl import write_json_atomic
+from rectify.evaluation.generations import read_meta
+from rectify.report.gather import gather
+from rectify.report.table import deltas, format_markdown
+
+SELECTED, DEV_TABLE = "selected.json", "dev_table.md"
+# generate.py overrides that say where / how much to generate, not which rule: left out of a rule's overrides
+NOT_RULE_KEYS = ("prompts_path", "output_path", "limit", "batch_size", "device", "decoding.num_return_sequences",
+                 "decoding.max_new_tokens")
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """What ``select`` maximises and under which budgets (``configs/select_rule.yaml`` ``select``)."""
+
+    judges: tuple[str, ...] = ("profanity_svm", "jigsaw_lstm_tcc")
+    metric: str = "tox_prob"        # tox_prob | emt: the mean relative cut of this metric over `judges`
+    subset: str = "nontoxic"        # the paper's setting
+    baseline: str = "plain"         # the run every candidate is compared with
+    max_ppl_increase: float = 0.20  # relative perplexity rise allowed
+    max_dist3_drop: float = 0.05    # absolute Dist-3 fall allowed
+    min_cut: float = 0.0            # the mean cut must exceed this (a rule that does not cut is not chosen)
+
+    @classmethod
+    def from_any(cls, cfg: Mapping[str, Any]) -> Criterion:
+        cfg = {k: v for k, v in dict(cfg).items() if k in cls.__dataclass_fields__}
+        if "judges" in cfg:
+            cfg["judges"] = tuple(cfg["judges"])
+        crit = cls(**cfg)
+        if crit.metric not in ("tox_prob", "emt") or not crit.judges:
+            raise ValueError(f"select.metric must be tox_prob or emt and select.judges non-empty, got {crit}")
+        return crit
+
+    def describe(self) -> str:
+        name = {"tox_prob": "Toxicity Probability", "emt": "EMT"}[self.metric]
+        return (f"the largest mean relative {name} cut vs `{self.baseline}` on {self.subset} prompts over "
+                f"{', '.join(self.judges)}, with perplexity up at most {self.max_ppl_increase:.0%} and Dist-3 down at "
+                f"most {self.max_dist3_drop:g}; ties go to the lower perplexity")
+
+
+@dataclass
+class Candidate:
+    """One dev run scored against the baseline; cuts and changes are fractions (0.3 = 30%)."""
+
+    name: str
+    input: str
+    cuts: dict[str, float]          # judge -> relative cut of the criterion's metric
+    score: float                    # mean of `cuts` over the criterion's judges
+    ppl: float
+    ppl_change: float
+    dist3_change: float
+    reasons: list[str] = field(default_factory=list)  # why it is not eligible (empty: eligible)
+    overrides: list[str] = field(default_factory=list)
+    decoding: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def eligible(self) -> bool:
+        return not self.reasons
+
+
+def run_name(input_path: str | Path, root: str | Path) -> str:
+    """A run's name: its generations file's folder relative to ``root`` (the file's stem when at the top)."""
+    p, root = Path(input_path).resolve(), Path(root).resolve()
+    try:
+        rel = p.relative_to(root)
+    except ValueError:
+        return p.parent.name
+    return rel.parent.as_posix() if rel.parent != Path(".") else p.stem
+
+
+def rows_by_run(root: str | Path, subset: str) -> dict[str, list[dict[str, Any]]]:
+    """Evaluation rows of one prompt subset under ``root``, grouped by run name."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in gather(root):
+        if r["subset"] == subset:
+            out.setdefault(run_name(r["input"], root), []).append(r)
+    return out
+
+
+def _hydra_overrides(gen_file: Path) -> list[str]:
+    """The command-line overrides generate.py recorded (``.hydra/overrides.yaml`` beside, in ``run/`` or above)."""
+    from omegaconf import OmegaConf
+
+    for d in (gen_file.parent, gen_file.parent / "run", gen_file.parent.parent):
+        f = d / ".hydra" / "overrides.yaml"
+        if f.is_file():
+            return [str(x) for x in OmegaConf.to_container(OmegaConf.load(f)) or []]
+    return []
+
+
+def rule_overrides(gen_file: str | Path, not_rule: Sequence[str] = NOT_RULE_KEYS) -> list[str]:
+    """The overrides that define a run's rule: what generate.py was told, less I/O, size and Hydra keys."""
+    keep = []
+    for item in _hydra_overrides(Path(gen_file)):
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key.startswith("hydra.") or key in not_rule:
+            continue
+        keep.append(item)
+    return keep
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def score_candidate(name: str, rows: Sequence[Mapping[str, Any]], base: Sequence[Mapping[str, Any]],
+                    crit: Criterion) -> Candidate:
+    """A candidate's cuts and changes against the baseline's rows, and why it is not eligible, if it is not."""
+    mine = {str(r["scorer"]): r for r in rows}
+    theirs = {str(r["scorer"]): r for r in base}
+    key = f"{crit.metric}_cut_pct"
+    cuts, reasons = {}, []
+    for judge in sorted(set(mine) & set(theirs)):
+        cuts[judge] = deltas(mine[judge], theirs[judge])[key] / 100
+    missing = [j for j in crit.judges if j not in cuts or math.isnan(cuts[j])]
+    if missing:
+        reasons.append(f"no {crit.metric} cut under {', '.join(missing)}")
+    first = next((j for j in crit.judges if j in mine and j in theirs), None)
+    d = deltas(mine[first], theirs[first]) if first else {}
+    ppl_change = d.get("ppl_change_pct", math.nan) / 100
+    dist3_change = d.get("dist3_change", math.nan)
+    score = math.nan if missing else sum(cuts[j] for j in crit.judges) / len(crit.judges)
+    if math.isnan(ppl_change):
+        reasons.append("no perplexity (evaluated with eval.perplexity=false?)")
+    elif ppl_change > crit.max_ppl_increase:
+        reasons.append(f"perplexity {ppl_change:+.1%} > +{crit.max_ppl_increase:.0%}")
+    if math.isnan(dist3_change):
+        reasons.append("no Dist-3")
+    elif dist3_change < -crit.max_dist3_drop:
+        reasons.append(f"Dist-3 {dist3_change:+.3f} < -{crit.max_dist3_drop:g}")
+    if not math.isnan(score) and score <= crit.min_cut:
+        reasons.append(f"mean cut {score:+.1%} <= {crit.min_cut:.0%}")
+    src = rows[0]["input"] if rows else ""
+    decoding = (read_meta(src).get("config") or {}).get("decoding") or {} if src and Path(src).exists() else {}
+    return Candidate(name=name, input=src, cuts=cuts, score=score, ppl=_num(mine[first]["ppl"]) if first else math.nan,
+                     ppl_change=ppl_change, dist3_change=dist3_change, reasons=reasons,
+                     overrides=rule_overrides(src) if src else [], decoding=decoding)
+
+
+def _rank(c: Candidate) -> tuple[float, float]:
+    """Best first: larger score, then lower perplexity (NaN last)."""
+    return (-c.score if not math.isnan(c.score) else math.inf, c.ppl if not math.isnan(c.ppl) else math.inf)
+
+
+def violation(c: Candidate, crit: Criterion) -> float:
+    """How far a candidate is outside the criterion: the excess over each budget as a share of that budget,
+    plus 1 + the shortfall when it does not cut; missing numbers count as infinitely far."""
+    if any(math.isnan(v) for v in (c.score, c.ppl_change, c.dist3_change)):
+        return math.inf
+    over_ppl = max(0.0, c.ppl_change - crit.max_ppl_increase) / max(crit.max_ppl_increase, 1e-9)
+    over_dist = max(0.0, -c.dist3_change - crit.max_dist3_drop) / max(crit.max_dist3_drop, 1e-9)
+    no_cut = 1.0 + crit.min_cut - c.score if c.score <= crit.min_cut else 0.0
+    return over_ppl + over_dist + no_cut
+
+
+def choose(cands: Sequence[Candidate], crit: Criterion) -> dict[str, str | None]:
+    """``selected`` (best eligible, or None), ``runner_up`` (next eligible) and, when none is eligible,
+    ``least_bad``: the one nearest the budgets (:func:`violation`), then the best by the same ranking."""
+    ok = sorted((c for c in cands if c.eligible), key=_rank)
+    least = None if ok or not cands else min(cands, key=lambda c: (violation(c, crit), *_rank(c))).name
+    return {"selected": ok[0].name if ok else None, "runner_up": ok[1].name if len(ok) > 1 else None,
+            "least_bad": least}
+
+
+def select(root: str | Path, crit: Criterion) -> dict[str, Any]:
+    """Score every run under ``root`` against ``crit.baseline`` and choose; the record ``selected.json`` holds."""
+    runs = rows_by_run(root, crit.subset)
+    if crit.baseline not in runs:
+        raise ValueError(f"no evaluated baseline run {crit.baseline!r} ({crit.subset} prompts) under {root}; "
+                         f"runs found: {sorted(runs)}")
+    base = runs[crit.baseline]
+    cands = [score_candidate(n, rows, base, crit) for n, rows in sorted(runs.items()) if n != crit.baseline]
+    b0 = {str(r["scorer"]): r for r in base}
+    return {
+        **choose(cands, crit),
+        "criterion": {**asdict(crit), "judges": list(crit.judges), "text": crit.describe()},
+        "dev": {"root": str(Path(root).resolve()), "subset": crit.subset, "n_prompts": base[0].get("n_prompts"),
+                "k": base[0].get("k")},
+        "baseline": {"name": crit.baseline, "input": base[0]["input"], "ppl": _num(base[0].get("ppl")),
+                     "dist3": _num(base[0].get("dist3")),
+                     crit.metric: {j: _num(r.get(crit.metric)) for j, r in sorted(b0.items())}},
+        "candidates": [{**asdict(c), "eligible": c.eligible}
+                       for c in sorted(cands, key=lambda c: (not c.eligible, *_rank(c)))],
+    }
+
+
+def _clean(v: Any) -> Any:
+    """NaN -> None, recursively, so ``selected.json`` is standard JSON."""
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, Mapping):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def write_selection(root: str | Path, crit: Criterion, out_dir: str | Path) -> dict[str, Any]:
+    """Run :func:`select` and write ``selected.json`` and ``dev_table.md`` into ``out_dir``; return the record."""
+    record = select(root, crit)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEV_TABLE).write_text(dev_table(record), encoding="utf-8")
+    write_json_atomic(out / SELECTED, _clean(record))
+    return record
+
+
+def _pct(v: float) -> str:
+    return "-" if math.isnan(v) else f"{v:+.1%}"
+
+
+def dev_table(record: Mapping[str, Any]) -> str:
+    """``dev_table.md``: the criterion, the choice, and one row per candidate (per-judge cut, PPL change,
+    eligible or why not)."""
+    crit = record["criterion"]
+    judges = sorted({j for c in record["candidates"] for j in c["cuts"]}, key=lambda j: (j not in crit["judges"], j))
+    cols = [("candidate", lambda c: f"`{c['name']}`"), ("eligible", lambda c: "yes" if c["eligible"] else "no")]
+    cols += [(f"mean {crit['metric']} cut", lambda c: _pct(c["score"]))]
+    cols += [(f"{j} cut" + ("" if j in crit["judges"] else " (not in criterion)"),
+              lambda c, j=j: _pct(c["cuts"].get(j, math.nan))) for j in judges]
+    cols += [("PPL", lambda c: "-" if math.isnan(c["ppl"]) else f"{c['ppl']:.2f}"),
+             ("PPL change", lambda c: _pct(c["ppl_change"])),
+             ("Dist-3 change", lambda c: "-" if math.isnan(c["dist3_change"]) else f"{c['dist3_change']:+.3f}"),
+             ("why not", lambda c: "; ".join(c["reasons"]) or "-"),
+             ("overrides", lambda c: " ".join(f"`{o}`" for o in c["overrides"]) or "-")]
+    dev, base = record["dev"], record["baseline"]
+    if record["selected"]:
+        verdict = f"Selected: `{record['selected']}`" + (
+            f" (runner-up `{record['runner_up']}`)." if record["runner_up"] else " (the only eligible candidate).")
+    else:
+        verdict = (f"No candidate is eligible: nothing selected. Least bad: `{record['least_bad']}`."
+                   if record["least_bad"] else "No candidates: nothing selected.")
+    return "\n".join([
+        "# Dev selection", "",
+        f"Criterion: {crit['text']}.", "",
+        f"Dev runs: {dev['root']} ({dev['n_prompts']} {dev['subset']} prompts, k = {dev['k']}); baseline "
+        f"`{base['name']}`: perplexity {base['ppl']:.2f}, {crit['metric']} "
+        + ", ".join(f"{j} {v:.3f}" for j, v in base[crit["metric"]].items()) + ".", "",
+        verdict, "",
+        format_markdown(record["candidates"], cols), "",
+    ])

@@ -1,0 +1,100 @@
+"""The select stage on synthetic evaluation summaries: it picks the best eligible rule, respects the budgets,
+breaks ties by perplexity, refuses when nothing is eligible, and its script writes the record and the table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rectify.selection import Criterion, rule_overrides, run_name, select, write_selection
+from tests.eval_fixtures import JUDGES, dev_sweep, write_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def by_name(record):
+    return {c["name"]: c for c in record["candidates"]}
+
+
+def test_picks_the_largest_cut_within_the_budgets(tmp_path):
+    dev_sweep(tmp_path)
+    rec = select(tmp_path, Criterion())
+    assert (rec["selected"], rec["runner_up"], rec["least_bad"]) == ("q4_eps_0.05", "eps_0.1", None)
+    c = by_name(rec)
+    assert c["q4_eps_0.05"]["score"] == pytest.approx(0.5) and c["q4_eps_0.05"]["ppl_change"] == pytest.approx(0.1)
+    assert set(c["q4_eps_0.05"]["cuts"]) == set(JUDGES)  # hatesonar shown, not averaged
+    assert c["q8_eps_0.05"]["reasons"] == ["perplexity +40.0% > +20%"]
+    assert c["eps_0.3"]["reasons"] == ["Dist-3 -0.100 < -0.05"]
+    assert c["q4_eps_0.05"]["overrides"] == ["decoding=rectified", "value_model_path=outputs/demo/train/value_model",
+                                             "decoding.epsilon=0.05", "decoding.q_scale=4"]
+    assert c["q4_eps_0.05"]["decoding"]["epsilon"] == 0.05
+    assert rec["dev"]["n_prompts"] == 20 and rec["baseline"]["tox_prob"]["profanity_svm"] == 0.4
+
+
+def test_the_budgets_and_judges_come_from_the_criterion(tmp_path):
+    dev_sweep(tmp_path)
+    assert select(tmp_path, Criterion(max_ppl_increase=0.5))["selected"] == "q8_eps_0.05"
+    assert select(tmp_path, Criterion(max_dist3_drop=0.2, max_ppl_increase=0.05))["selected"] == "eps_0.1"
+    # under hatesonar alone q4 cuts 75%, eps_0.1 nothing (not eligible: a rule must cut)
+    rec = select(tmp_path, Criterion(judges=("hatesonar",)))
+    assert rec["selected"] == "q4_eps_0.05" and rec["runner_up"] is None
+    assert "mean cut +0.0% <= 0%" in by_name(rec)["eps_0.1"]["reasons"]
+    with pytest.raises(ValueError, match="metric"):
+        Criterion.from_any({"metric": "ppl"})
+
+
+def test_ties_go_to_the_lower_perplexity(tmp_path):
+    write_run(tmp_path, "plain", {"profanity_svm": (0.4, 0.3), "jigsaw_lstm_tcc": (0.4, 0.3)}, ppl=50.0,
+              overrides=["decoding=plain"])
+    for name, ppl in (("a", 56.0), ("b", 54.0)):
+        write_run(tmp_path, name, {"profanity_svm": (0.2, 0.2), "jigsaw_lstm_tcc": (0.2, 0.2)}, ppl=ppl,
+                  overrides=["decoding=rectified"])
+    rec = select(tmp_path, Criterion())
+    assert (rec["selected"], rec["runner_up"]) == ("b", "a")
+
+
+def test_refuses_when_no_candidate_is_eligible(tmp_path):
+    dev_sweep(tmp_path)
+    out = tmp_path / "out"
+    rec = write_selection(tmp_path, Criterion(max_ppl_increase=0.01), out)
+    assert rec["selected"] is None and rec["runner_up"] is None
+    assert rec["least_bad"] == "eps_0.1"  # +4%: the nearest to the 1% budget
+    saved = json.loads((out / "selected.json").read_text())
+    assert saved["selected"] is None and all(not c["eligible"] for c in saved["candidates"])
+    table = (out / "dev_table.md").read_text()
+    assert "No candidate is eligible: nothing selected. Least bad: `eps_0.1`." in table
+
+
+def test_missing_baseline_or_judge_is_an_error_not_a_choice(tmp_path):
+    dev_sweep(tmp_path)
+    with pytest.raises(ValueError, match="baseline"):
+        select(tmp_path, Criterion(baseline="nothing"))
+    rec = select(tmp_path, Criterion(judges=("profanity_svm", "perspective")))
+    assert rec["selected"] is None and all("no tox_prob cut under perspective" in c["reasons"]
+                                           for c in rec["candidates"])
+
+
+def test_run_names_and_rule_overrides(tmp_path):
+    gen = write_run(tmp_path, "x", {"s": (0.1, 0.1)}, ppl=1.0, overrides=["decoding=plain", "decoding.top_p=0.9"])
+    assert run_name(gen, tmp_path) == "x" and run_name(tmp_path / "g.jsonl", tmp_path) == "g"
+    assert rule_overrides(gen) == ["decoding=plain", "decoding.top_p=0.9"]
+
+
+def test_script_writes_selected_and_dev_table(tmp_path):
+    dev_sweep(tmp_path / "dev")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "scripts/select_rule.py", f"select.inputs={tmp_path / 'dev'}",
+                           f"select.output_dir={out}", f"hydra.run.dir={tmp_path / 'run'}"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "selected.json").read_text())["selected"] == "q4_eps_0.05"
+    table = (out / "dev_table.md").read_text()
+    assert table in done.stdout and "| `q8_eps_0.05` | no |" in table and "perplexity +40.0% > +20%" in table
+    strict = subprocess.run([sys.executable, "scripts/select_rule.py", f"select.inputs={tmp_path / 'dev'}",
+                             f"select.output_dir={out}", "select.max_ppl_increase=0.01", "select.require=true",
+                             f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True)
+    assert strict.returncode == 1 and "no candidate met the criterion" in strict.stderr

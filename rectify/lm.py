@@ -34,6 +34,7 @@ from transformers import (
 
 from rectify import assets
 from rectify.config_utils import config_values
+from rectify.precision import dtype_name, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class LMConfig:
     name_or_path: str | None = None  # Hub name or local dir (source hub/local)
     family: str = "gpt2"  # gpt2 | llama | gemma3: architecture used for random_init
     tokenizer: str | None = None  # override: a Hub name/dir, or "gpt2" / "smollm2" for bundled ones
-    dtype: str = "float32"
+    dtype: str = "float32"  # auto | float32 | bfloat16 | float16 (configs/lm use auto)
     num_layers: int | None = None  # keep only the first k transformer blocks
     random_init: RandomInit | None = None
     trust_remote_code: bool = False
@@ -91,11 +92,16 @@ class LMConfig:
 
 
 def _dtype(name: str) -> torch.dtype:
+    """The model dtype of a config: ``auto`` follows :func:`rectify.precision.bf16_native`."""
     try:
-        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[name]
-    except KeyError as exc:
-        raise LMLoadError(f"unknown dtype {name!r}; use float32, bfloat16 or float16") from exc
+        return resolve_dtype(name, what="lm dtype")
+    except ValueError as exc:
+        raise LMLoadError(str(exc)) from exc
+
+
+def resolved_dtype_name(cfg: Any) -> str:
+    """The dtype name ``auto`` resolves to on this machine (what a data fingerprint should record)."""
+    return dtype_name(_dtype(LMConfig.from_any(cfg).dtype))
 
 
 def _build_atomically(target: Path, build) -> Path:

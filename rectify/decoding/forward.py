@@ -34,12 +34,32 @@ def lm_step(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: tor
     return logits, hidden, output_cache(out)
 
 
-def q_step(value_model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-           past_key_values: Any = None, use_cache: bool = True, target: bool = False) -> tuple[torch.Tensor, Any]:
-    """Q_D's values for every token after the last position: ``[B, V]`` float32, plus its cache."""
+def q_hidden_step(value_model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  position_ids: torch.Tensor, past_key_values: Any = None,
+                  use_cache: bool = True) -> tuple[torch.Tensor, Any]:
+    """Q_D's last hidden state ``[B, H]`` plus its cache: the head runs later, on the whole vocabulary or
+    only on the tokens the LM can sample (:func:`q_on_support`)."""
     device = next(value_model.parameters()).device
     hidden, cache = value_model.hidden_states(
         input_ids.to(device), attention_mask.to(device), position_ids.to(device),
         past_key_values=past_key_values, use_cache=use_cache,
     )
-    return value_model.q_values(hidden[:, -1], target=target).float(), cache
+    return hidden[:, -1], cache
+
+
+def q_step(value_model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+           past_key_values: Any = None, use_cache: bool = True, target: bool = False) -> tuple[torch.Tensor, Any]:
+    """Q_D's values for every token after the last position: ``[B, V]`` float32, plus its cache."""
+    hidden, cache = q_hidden_step(value_model, input_ids, attention_mask, position_ids, past_key_values, use_cache)
+    return value_model.q_values(hidden, target=target).float(), cache
+
+
+def q_on_support(value_model: Any, hidden: torch.Tensor, index: torch.Tensor, target: bool = False) -> torch.Tensor:
+    """Q at the tokens ``index`` ``[B, K]`` only, from last hidden states ``[B, H]``: ``[B, K]`` float32.
+
+    Gathers the head's output rows (``QHead.taken``) instead of the ``[B, V]`` product; equal to gathering
+    ``q_values`` up to float rounding, including the Q_D's calibration map (monotone, elementwise).
+    """
+    q = value_model.q_taken(hidden.unsqueeze(1), index.to(hidden.device), target=target).float()
+    transform = getattr(value_model, "q_transform", None)
+    return q if transform is None else transform(q)

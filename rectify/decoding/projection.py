@@ -118,13 +118,12 @@ def project(probs: torch.Tensor, caps: torch.Tensor,
     ``probs`` rows must sum to one (non-negative); ``caps`` broadcast to ``probs``. ``fallback`` (same shape,
     optional; or a callable giving it, evaluated only when needed) sets how mass is spread over
     zero-probability tokens when the support's caps fall short.
-    Computed in float64 for float64 input, otherwise in float32 (exact to that precision); returned in
-    ``probs.dtype``.
+    Computed and returned in float64 for float64 input, otherwise in float32: a bf16 / fp16 input comes back
+    in float32, because rounding the result to 8 mantissa bits could lift a capped token above its cap.
     """
     if probs.shape[-1] == 0:
         raise ValueError("project: empty last dimension")
-    dtype = probs.dtype
-    work = torch.float64 if dtype == torch.float64 else torch.float32
+    work = torch.float64 if probs.dtype == torch.float64 else torch.float32
     tiny = torch.finfo(work).tiny
     p = probs.to(work).clamp_min(0.0)
     c = torch.broadcast_to(caps.to(device=p.device, dtype=work), p.shape).clamp_min(0.0)
@@ -137,7 +136,7 @@ def project(probs: torch.Tensor, caps: torch.Tensor,
     dead_end = (total_c < 1.0).squeeze(-1)
     no_flag = torch.zeros_like(dead_end)
     if not bool(((p > c).any(-1) | dead_end).any()):
-        return Projection(p.to(dtype), dead_end, no_flag)  # caps already hold: lambda = 1 everywhere
+        return Projection(p, dead_end, no_flag)  # caps already hold: lambda = 1 everywhere
     one = torch.ones_like(total_c)
 
     main, short = _waterfill(p, c, one, candidates)
@@ -158,7 +157,7 @@ def project(probs: torch.Tensor, caps: torch.Tensor,
         result = torch.where(outside.unsqueeze(-1), main + extra, result)
     if bool(dead_end.any()):
         result = torch.where(dead_end.unsqueeze(-1), c / total_c.clamp_min(tiny), result)
-    return Projection(result.to(dtype), dead_end, outside)
+    return Projection(result, dead_end, outside)
 
 
 def project_to_caps(probs: torch.Tensor, caps: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from rectify.decoding.config import DecodingConfig
 from rectify.decoding.io import JsonlAppender, prepare_resume, read_prompts, write_json_atomic
 from rectify.decoding.sampler import RectifiedSampler
 from rectify.lm import load_lm
+from rectify.precision import resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ def build_sampler(cfg: Any) -> RectifiedSampler:
         else:
             raise ValueError("decoding.rectify=true needs value_model_path=<dir saved by scripts/train.py> "
                              "(or decoding=plain / decoding.rectify=false for the plain baseline)")
+        vm.to(resolve_dtype(dec.dtype, device, "Q_D dtype"))  # before sharing: never recasts the generator
         if dec.shared_backbone is True and vm.backbone is not generator:
             if not same_weights(vm.backbone, generator):
                 raise ValueError("decoding.shared_backbone=true but Q_D's backbone weights differ from the generator's")

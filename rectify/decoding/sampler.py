@@ -20,8 +20,9 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rectify.decoding.config import DecodingConfig
-from rectify.decoding.forward import lm_step, q_step
-from rectify.decoding.projection import project
+from rectify.decoding.forward import lm_step, q_hidden_step, q_on_support
+from rectify.decoding.projection import Projection, project
+from rectify.decoding.support import Support, scatter_support, support_of
 from rectify.decoding.warping import warp_logits
 from rectify.lm import position_ids_from_mask, same_vocabulary
 
@@ -137,21 +138,66 @@ class RectifiedSampler:
         return idx.clamp_max(probs.shape[-1] - 1)
 
     def distribution(self, logits: torch.Tensor, q: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
+        """Warped fp32 probabilities, capped by ``q`` (Q for the whole vocabulary) and projected."""
         cfg = self.cfg
         # Greedy decoding takes the argmax of this same distribution, so warping matters there too.
         warped = warp_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p)
         probs = torch.softmax(warped, -1)
         if q is None:
             return probs, None
-        caps = self.cap_rule.compute(q[:, : self.vocab_size].to(probs.device), probs)
+        return self._rectify_full(logits, probs, q)
+
+    def _rectify_full(self, logits: torch.Tensor, probs: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        caps = self.cap_rule.compute(q[:, : self.vocab_size].to(probs.device).float(), probs)
         # Only when top-k/top-p kept nothing but dead ends: extra mass follows the untruncated LM.
-        proj = project(probs, caps, fallback=lambda: torch.softmax(logits / cfg.temperature, -1))
+        proj = project(probs, caps, fallback=lambda: torch.softmax(logits.float() / self.cfg.temperature, -1))
         return proj.probs, proj
+
+    @property
+    def sparse(self) -> bool:
+        """Q_D's head runs on the sampled support only (top-k / top-p with sparse_support, or support_mass < 1)."""
+        cfg = self.cfg
+        truncated = 0 < cfg.top_k < self.vocab_size or cfg.top_p < 1.0
+        return cfg.support_mass < 1.0 or (cfg.sparse_support and truncated)
+
+    def step_distribution(self, logits: torch.Tensor, q_hidden: torch.Tensor | None,
+                          stats: dict[str, int]) -> tuple[torch.Tensor, Any, Support | None]:
+        """One step's distribution from Q_D's last hidden state (the head runs here, full or sparse)."""
+        cfg = self.cfg
+        target = cfg.q_head == "target"
+        if q_hidden is None:
+            return *self.distribution(logits, None), None
+        if not self.sparse:
+            return *self.distribution(logits, self.value_model.q_values(q_hidden, target=target).float()), None
+        probs = torch.softmax(warp_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p), -1)
+        sup = support_of(probs, cfg.support_mass)
+        p_s = torch.where(sup.valid, torch.gather(probs, -1, sup.index), 0.0)
+        mass = p_s.sum(-1, keepdim=True)
+        q_s = q_on_support(self.value_model, q_hidden, sup.index, target).to(probs.device)
+        caps = torch.where(sup.valid, self.cap_rule.compute(q_s, p_s / mass), 0.0)
+        # Kept tokens' caps short of their mass: dead end or mass outside the support; the full head decides.
+        full = (caps.sum(-1, keepdim=True) < mass).squeeze(-1)
+        proj = project(p_s / mass, caps / mass)
+        out = scatter_support(probs, sup, proj.probs * mass)
+        dead = torch.zeros_like(full)
+        outside = torch.zeros_like(full)
+        if bool(full.any()):
+            rows = full.nonzero().squeeze(-1)
+            q_full = self.value_model.q_values(q_hidden[rows.to(q_hidden.device)], target=target).float()
+            sub_probs, sub = self._rectify_full(logits[rows], probs[rows], q_full)
+            out[rows] = sub_probs
+            dead[rows], outside[rows] = sub.dead_end, sub.outside_support
+            stats["full_head_rows"] = stats.get("full_head_rows", 0) + len(rows)
+        return out, Projection(out, dead, outside), sup
 
     @torch.inference_mode()
     def generate_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      seeds: Sequence[int] | None = None) -> GenerationResult:
-        """Core loop on left-padded ids; ``seeds`` (one per prompt) make every row reproducible alone."""
+        """Core loop on left-padded ids; ``seeds`` (one per prompt) make every row reproducible alone.
+
+        A row that emits EOS leaves the batch (its KV caches, mask and generator are dropped), so long-tail
+        rows do not keep finished ones computing; each remaining row keeps its own generator.
+        """
         cfg = self.cfg
         k = cfg.num_return_sequences
         dev = self.device
@@ -168,56 +214,59 @@ class RectifiedSampler:
         eos = self.eos_ids.to(dev)
         vm = self.value_model if cfg.rectify else None
         pos = position_ids_from_mask(mask)
+        recompute = vm is not None and not self.shared and not cfg.q_cache
 
         logits, hidden, cache = lm_step(self.generator, ids, mask, pos)
-        q_cache = None
-        q = None
+        q_cache = qh = None
         if vm is not None:
-            if self.shared:
-                q = vm.q_values(hidden, target=cfg.q_head == "target").float()
-            else:
-                q, q_cache = q_step(vm, ids, mask, pos, use_cache=cfg.q_cache, target=cfg.q_head == "target")
+            qh, q_cache = (hidden, None) if self.shared else q_hidden_step(vm, ids, mask, pos, use_cache=cfg.q_cache)
 
         out = torch.full((n, cfg.max_new_tokens), self.pad_id, dtype=torch.long, device=dev)
-        finished = torch.zeros(n, dtype=torch.bool, device=dev)
         lengths = torch.zeros(n, dtype=torch.long, device=dev)
+        rows = torch.arange(n, device=dev)  # original row of each row still in the batch
+        stats: dict[str, int] = {}
         dead = outside = row_steps = 0
-        all_ids, all_mask = ids, mask
+        all_ids = ids
         for t in range(cfg.max_new_tokens):
             logits = logits[:, : self.vocab_size]
             if t < cfg.min_new_tokens:
                 logits = logits.index_fill(-1, eos, float("-inf"))
-            probs, proj = self.distribution(logits, q)
-            active = ~finished
-            row_steps += int(active.sum())
+            probs, proj, sup = self.step_distribution(logits, qh, stats)
+            row_steps += len(rows)
             if proj is not None:
-                dead += int((proj.dead_end & active).sum())
-                outside += int((proj.outside_support & active).sum())
+                dead += int(proj.dead_end.sum())
+                outside += int(proj.outside_support.sum())
             token = self._sample(probs, gens)
-            token = torch.where(finished, torch.full_like(token, self.pad_id), token)
-            out[:, t] = token
-            is_eos = torch.isin(token, eos) & active
-            lengths += (active & ~is_eos).long()
-            finished = finished | is_eos
-            if bool(finished.all()) or t == cfg.max_new_tokens - 1:
+            if sup is not None and cfg.support_mass < 1.0:
+                inside = ((sup.index == token.unsqueeze(-1)) & sup.valid).any(-1)
+                stats["unrectified_steps"] = stats.get("unrectified_steps", 0) + int((~inside).sum())
+            out[rows, t] = token
+            alive = ~torch.isin(token, eos)
+            lengths[rows] += alive.long()
+            if t == cfg.max_new_tokens - 1 or not bool(alive.any()):
                 break
+            if not bool(alive.all()):  # compact: finished rows stop costing compute
+                keep = alive.nonzero().squeeze(-1)
+                rows, token, mask, pos, all_ids = rows[keep], token[keep], mask[keep], pos[keep], all_ids[keep]
+                gens = [gens[i] for i in keep.tolist()] if gens is not None else None
+                cache.batch_select_indices(keep)
+                if q_cache is not None:
+                    q_cache.batch_select_indices(keep.to(next(vm.parameters()).device))
             step_ids = token.unsqueeze(-1)
-            mask = torch.cat([mask, mask.new_ones(n, 1)], -1)
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], -1)
             pos = pos[:, -1:] + 1
             logits, hidden, cache = lm_step(self.generator, step_ids, mask, pos, cache)
-            if vm is not None:
-                target = cfg.q_head == "target"
-                if self.shared:
-                    q = vm.q_values(hidden, target=target).float()
-                elif cfg.q_cache:
-                    q, q_cache = q_step(vm, step_ids, mask, pos, q_cache, target=target)
-                else:  # the original algorithm: Q_D over the whole prefix, no cache
-                    all_ids = torch.cat([all_ids, step_ids], -1)
-                    all_mask = mask
-                    q, _ = q_step(vm, all_ids, all_mask, position_ids_from_mask(all_mask), use_cache=False,
-                                  target=target)
+            if vm is None:
+                continue
+            if self.shared:
+                qh = hidden
+            elif not recompute:
+                qh, q_cache = q_hidden_step(vm, step_ids, mask, pos, q_cache)
+            else:  # the original algorithm: Q_D over the whole prefix, no cache
+                all_ids = torch.cat([all_ids, step_ids], -1)
+                qh, _ = q_hidden_step(vm, all_ids, mask, position_ids_from_mask(mask), use_cache=False)
         seqs = out.cpu()
         lens = lengths.cpu().tolist()
         texts = self.tokenizer.batch_decode([s[:m].tolist() for s, m in zip(seqs, lens, strict=True)],
                                             skip_special_tokens=True)
-        return GenerationResult(seqs, lens, texts, k, dead, outside, row_steps)
+        return GenerationResult(seqs, lens, texts, k, dead, outside, row_steps, stats)

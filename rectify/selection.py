@@ -136,8 +136,11 @@ def score_candidate(name: str, rows: Sequence[Mapping[str, Any]], base: Sequence
     for judge in sorted(set(mine) & set(theirs)):
         cuts[judge] = deltas(mine[judge], theirs[judge])[key] / 100
     missing = [j for j in crit.judges if j not in cuts or math.isnan(cuts[j])]
-    if missing:
-        reasons.append(f"no {crit.metric} cut under {', '.join(missing)}")
+    zero = [j for j in missing if j in theirs and _num(theirs[j].get(crit.metric)) == 0]
+    if zero:
+        reasons.append(f"`{crit.baseline}` has {crit.metric} 0 under {', '.join(zero)}: no relative cut to compare")
+    if set(missing) - set(zero):
+        reasons.append(f"no {crit.metric} cut under {', '.join(j for j in missing if j not in zero)}")
     first = next((j for j in crit.judges if j in mine and j in theirs), None)
     d = deltas(mine[first], theirs[first]) if first else {}
     ppl_change = d.get("ppl_change_pct", math.nan) / 100
@@ -185,9 +188,15 @@ def choose(cands: Sequence[Candidate], crit: Criterion) -> dict[str, str | None]
             "least_bad": least}
 
 
-def select(root: str | Path, crit: Criterion) -> dict[str, Any]:
-    """Score every run under ``root`` against ``crit.baseline`` and choose; the record ``selected.json`` holds."""
+def select(root: str | Path, crit: Criterion, only: Sequence[str] | None = None) -> dict[str, Any]:
+    """Score every run under ``root`` (or only the runs named in ``only``) against ``crit.baseline`` and choose;
+    the record ``selected.json`` holds."""
     runs = rows_by_run(root, crit.subset)
+    if only is not None:
+        absent = sorted(set(only) - set(runs))
+        if absent:
+            raise ValueError(f"select.runs names runs with no {crit.subset} evaluation under {root}: {absent}")
+        runs = {n: rows for n, rows in runs.items() if n in set(only)}
     if crit.baseline not in runs:
         raise ValueError(f"no evaluated baseline run {crit.baseline!r} ({crit.subset} prompts) under {root}; "
                          f"runs found: {sorted(runs)}")
@@ -218,9 +227,10 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def write_selection(root: str | Path, crit: Criterion, out_dir: str | Path) -> dict[str, Any]:
+def write_selection(root: str | Path, crit: Criterion, out_dir: str | Path,
+                    only: Sequence[str] | None = None) -> dict[str, Any]:
     """Run :func:`select` and write ``selected.json`` and ``dev_table.md`` into ``out_dir``; return the record."""
-    record = select(root, crit)
+    record = select(root, crit, only)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / DEV_TABLE).write_text(dev_table(record), encoding="utf-8")

@@ -1,8 +1,10 @@
 """`make demo`: run every stage of the offline pipeline as the command a user would type.
 
-Each stage is a subprocess of one of the repo's scripts with Hydra overrides, printed before it runs, so
-the demo doubles as a walkthrough. A stage whose output is complete is skipped (the scripts resume
-themselves too), so an interrupted demo continues. Outputs: ``outputs/demo/{report.md,results.csv,tradeoff.png}``.
+Each stage is a subprocess of one of the repo's scripts with Hydra overrides, printed before it runs, so the demo
+doubles as a walkthrough. Every choice is made on the dev half of the held-out prompts (plain + every candidate in
+``generate.candidates``, then ``scripts/select_rule.py``); the test half is generated on once, for plain and the
+selected rule. A stage whose output is complete is skipped (the scripts resume themselves too), so an interrupted
+demo continues. It ends with a plain-language summary (``summary.md``), which ``report.md`` opens with.
 """
 
 from __future__ import annotations
@@ -14,12 +16,20 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from rectify.data.eval_split import DEV, TEST
+from rectify.data.jsonl import count_complete
+from rectify.report.summary import demo_summary
+from rectify.selection import DEV_TABLE, SELECTED
 
 ROOT = Path(__file__).resolve().parents[1]
+BASELINE = "plain"
+PLAIN = ["decoding=plain"]
 
 
 def run_stage(title: str, script: str, overrides: list[str], timings: dict[str, float]) -> None:
@@ -38,73 +48,166 @@ def skip(title: str, why: str, timings: dict[str, float]) -> None:
     timings[title] = 0.0
 
 
+def complete_overrides(overrides: Sequence[str], value_model: Path) -> list[str]:
+    """A candidate's generate.py overrides: rectified with the demo's Q_D unless they choose otherwise."""
+    out = list(overrides)
+    keys = {o.split("=", 1)[0].lstrip("+") for o in out}
+    if "decoding" not in keys:
+        out.insert(0, "decoding=rectified")
+    if "decoding=plain" not in out and "value_model_path" not in keys:
+        out.append(f"value_model_path={value_model}")
+    return out
+
+
+def candidates(gen: Mapping, value_model: Path) -> dict[str, list[str]]:
+    """``generate.candidates`` (null entries dropped) as complete generate.py overrides, by name."""
+    raw = OmegaConf.to_container(gen.candidates, resolve=True) if isinstance(gen.candidates, DictConfig) else (
+        gen.candidates or {})
+    if BASELINE in raw:
+        raise ValueError(f"generate.candidates may not be named {BASELINE!r}: that is the baseline run")
+    return {name: complete_overrides(ov, value_model) for name, ov in raw.items() if ov is not None}
+
+
+def generated(target: Path, prompts: Path, limit: int | None) -> bool:
+    """True when ``target`` holds generations for every prompt the run asks for."""
+    out = target / "generations.jsonl"
+    if not out.is_file() or not Path(f"{out}.meta.json").is_file():
+        return False
+    n = count_complete(prompts)
+    return count_complete(out) == (n if limit is None else min(int(limit), n))
+
+
+def evaluated(runs: Sequence[Path], scorers: Sequence[str]) -> bool:
+    """True when every run has an evaluation newer than its generations, under every scorer."""
+    for run in runs:
+        gen, ev = run / "generations.jsonl", run / "generations.eval.json"
+        if not ev.is_file() or ev.stat().st_mtime < gen.stat().st_mtime:
+            return False
+        rows = json.loads(ev.read_text(encoding="utf-8")).get("rows", [])
+        if not set(scorers) <= {r.get("scorer") for r in rows}:
+            return False
+    return True
+
+
+class Demo:
+    """The stages, in order; ``runner`` runs one (``run_stage``, or a stand-in in tests)."""
+
+    def __init__(self, cfg: DictConfig, runner: Callable[..., None] = run_stage) -> None:
+        self.cfg, self.run = cfg, runner
+        self.out = Path(cfg.out_dir)
+        self.data_dir = Path(cfg.paths.data_dir) / cfg.data
+        self.train_dir = Path(cfg.train_dir)
+        self.value_model = self.train_dir / "value_model"
+        self.timings: dict[str, float] = {}
+
+    def __call__(self) -> str:
+        cfg = self.cfg
+        if cfg.fresh:
+            shutil.rmtree(self.out, ignore_errors=True)
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.build_and_train()
+        gen = cfg.generate
+        dev_runs = {BASELINE: PLAIN, **candidates(gen, self.value_model)}
+        self.generate_all("dev", dev_runs, self.data_dir / DEV, gen.dev_limit, gen.samples)
+        self.evaluate("dev", list(dev_runs))
+        self.run("select a rule on dev (criterion: configs/select_rule.yaml)", "select_rule.py", [
+            f"select.inputs={self.out}/dev/generations", f"select.runs=[{','.join(dev_runs)}]",
+            f"select.output_dir={self.out}",
+            f"hydra.run.dir={self.out}/select_run", *cfg.select_overrides,
+        ], self.timings)
+        record = json.loads((self.out / SELECTED).read_text(encoding="utf-8"))
+        chosen = record["selected"] or record["least_bad"]
+        if chosen is None:
+            sys.exit("demo stopped: no candidate rule was scored on dev (generate.candidates is empty?)")
+        rule = next(c["overrides"] for c in record["candidates"] if c["name"] == chosen)
+        extra = {n: list(ov) for n, ov in (OmegaConf.to_container(gen.extra_runs, resolve=True) or {}).items()}
+        test_runs = {BASELINE: PLAIN, chosen: rule, **extra}
+        self.generate_all("test", test_runs, self.data_dir / TEST, gen.test_limit, gen.test_samples)
+        self.evaluate("test", list(test_runs))
+        text = self.summary(chosen)
+        self.run("report on the test prompts (opens with the summary)", "report.py", [
+            f"report.inputs=[{','.join(str(self.out / 'test' / 'generations' / n) for n in test_runs)}]",
+            f"report.output_dir={self.out}", f"report.preamble={self.out / 'summary.md'}",
+            f"hydra.run.dir={self.out}/report_run",
+        ], self.timings)
+        return text
+
+    def build_and_train(self) -> None:
+        cfg = self.cfg
+        self.run(f"build value data (data={cfg.data}: prompts, split dev/test -> continuations -> labels -> "
+                 "train/val)", "build_data.py", [f"data={cfg.data}", f"hydra.run.dir={self.out}/build_data"],
+                 self.timings)
+        if (self.value_model / "value_config.json").exists():
+            skip("train Q_D", f"{self.value_model} exists", self.timings)
+            return
+        self.run("train Q_D", "train.py", [
+            f"+experiment={cfg.experiment}", f"data.train_path={self.data_dir}/train.json",
+            f"data.val_path={self.data_dir}/val.json", f"hydra.run.dir={self.train_dir}", *cfg.train_overrides,
+        ], self.timings)
+
+    def generate_all(self, split: str, runs: Mapping[str, list[str]], prompts: Path, limit: int | None,
+                     samples: int) -> None:
+        gen = self.cfg.generate
+        common = [f"prompts_path={prompts}", f"limit={'null' if limit is None else limit}", f"batch_size={gen.batch_size}",
+                  f"decoding.num_return_sequences={samples}", f"decoding.max_new_tokens={gen.max_new_tokens}"]
+        for i, (name, extra) in enumerate(runs.items(), 1):
+            title = f"generate on {split} prompts [{i}/{len(runs)}] {name}"
+            target = self.out / split / "generations" / name
+            if generated(target, prompts, limit):
+                skip(title, f"{target}/generations.jsonl is complete", self.timings)
+                continue
+            self.run(title, "generate.py", [
+                *common, *extra, f"output_path={target}/generations.jsonl", f"hydra.run.dir={target}/run",
+            ], self.timings)
+
+    def evaluate(self, split: str, names: Sequence[str]) -> None:
+        ev = self.cfg.evaluate
+        title = f"evaluate {split} (toxicity under {len(ev.scorers)} scorers, Gemma-3 perplexity, Dist-n)"
+        runs = [self.out / split / "generations" / n for n in names]
+        if evaluated(runs, ev.scorers):
+            skip(title, "every run has its evaluation", self.timings)
+            return
+        self.run(title, "evaluate.py", [
+            f"eval.input=[{','.join(str(r) for r in runs)}]", f"eval.scorers=[{','.join(ev.scorers)}]",
+            f"eval.perplexity_samples={ev.perplexity_samples}", f"hydra.run.dir={self.out}/{split}/evaluate",
+        ], self.timings)
+
+    def summary(self, chosen: str) -> str:
+        """The plain-language summary of the test runs, written to ``summary.md``."""
+        print("\n=== summary (rectify.report.summary.demo_summary)", flush=True)
+        files = {"report": self.out / "report.md", "plot": self.out / "tradeoff.png",
+                 "dev selection": self.out / DEV_TABLE, "choice": self.out / SELECTED}
+        text = demo_summary(self.out / "test" / "generations", self.out / SELECTED,
+                            OmegaConf.to_container(self.cfg.summary.targets, resolve=True), files=files)
+        (self.out / "summary.md").write_text(text, encoding="utf-8")
+        return text
+
+    def print_context(self) -> None:
+        """Stage times, the value data and Q_D's training curve, from the files the stages wrote."""
+        print("\n" + "=" * 78 + "\nDemo finished. Stage times (s):")
+        for title, seconds in self.timings.items():
+            print(f"  {seconds:7.1f}  {title}")
+        summary = self.data_dir / "summary.json"
+        if summary.exists():
+            print(f"\nValue data ({summary}):\n  {json.loads(summary.read_text())}")
+        metrics = sorted(self.train_dir.glob("**/metrics.csv"))
+        if metrics:
+            print(f"\nQ_D training metrics (CSV logger): {metrics[-1]}")
+            with open(metrics[-1], newline="") as fh:
+                val_rows = [r for r in csv.DictReader(fh) if r.get("val/auc_min_q")]
+            for r in val_rows:
+                print(f"  epoch {r['epoch']}: val/loss {float(r['val/loss']):.4f}  dead-end AUC of min_t Q "
+                      f"{float(r['val/auc_min_q']):.3f}  of final-step Q {float(r['val/auc_final_q']):.3f}")
+        print(f"\nDev selection: {self.out / DEV_TABLE}\nReport: {self.out / 'report.md'}\n"
+              f"Table:  {self.out / 'results.csv'}\nPlot:   {self.out / 'tradeoff.png'}\n")
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="demo")
 def main(cfg: DictConfig) -> None:
-    out = Path(cfg.out_dir)
-    if cfg.fresh:
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.rmtree(Path(cfg.paths.data_dir) / cfg.data, ignore_errors=True)
-    timings: dict[str, float] = {}
-    data_dir = Path(cfg.paths.data_dir) / cfg.data
-
-    run_stage(f"1/5 build value data (data={cfg.data}: prompts -> continuations -> labels -> train/val)",
-              "build_data.py", [f"data={cfg.data}", f"hydra.run.dir={out}/build_data"], timings)
-
-    train_dir = Path(cfg.train_dir)
-    value_model = train_dir / "value_model"
-    if (value_model / "value_config.json").exists():
-        skip("2/5 train Q_D", f"{value_model} exists", timings)
-    else:
-        run_stage("2/5 train Q_D", "train.py", [
-            f"+experiment={cfg.experiment}", f"data.train_path={data_dir}/train.json",
-            f"data.val_path={data_dir}/val.json", f"hydra.run.dir={train_dir}", *cfg.train_overrides,
-        ], timings)
-
-    gen = cfg.generate
-    common = [f"prompts_path={data_dir}/prompts_eval.jsonl", f"limit={gen.limit}", f"batch_size={gen.batch_size}",
-              f"decoding.num_return_sequences={gen.samples}", f"decoding.max_new_tokens={gen.max_new_tokens}"]
-    runs = [("plain", ["decoding=plain"])] + [
-        (f"eps_{eps}", ["decoding=rectified", f"decoding.epsilon={eps}", f"value_model_path={value_model}",
-                        *gen.rectified_overrides])
-        for eps in gen.epsilons
-    ] + [(name, list(overrides)) for name, overrides in (gen.get("extra_runs") or {}).items()]
-    for i, (name, extra) in enumerate(runs, 1):
-        target = out / "generations" / name
-        run_stage(f"3/5 generate [{i}/{len(runs)}] {name}", "generate.py", [
-            *common, *extra, f"output_path={target}/generations.jsonl", f"hydra.run.dir={target}/run",
-        ], timings)
-
-    ev = cfg.evaluate
-    run_stage(f"4/5 evaluate (toxicity under {len(ev.scorers)} scorers, Gemma-3 perplexity, Dist-n)", "evaluate.py", [
-        f"eval.input={out}/generations", f"eval.scorers=[{','.join(ev.scorers)}]",
-        f"eval.perplexity_samples={ev.perplexity_samples}", f"hydra.run.dir={out}/evaluate",
-    ], timings)
-    run_stage("5/5 report", "report.py", [
-        f"report.inputs={out}/generations", f"report.output_dir={out}", f"hydra.run.dir={out}/report_run",
-    ], timings)
-    summarize(out, data_dir, train_dir, timings)
-
-
-def summarize(out: Path, data_dir: Path, train_dir: Path, timings: dict[str, float]) -> None:
-    """Print what was built and measured, from the files the stages wrote."""
-    print("\n" + "=" * 78 + "\nDemo finished. Stage times (s):")
-    for title, seconds in timings.items():
-        print(f"  {seconds:7.1f}  {title}")
-    summary = data_dir / "summary.json"
-    if summary.exists():
-        print(f"\nValue data ({summary}):\n  {json.loads(summary.read_text())}")
-    metrics = sorted(train_dir.glob("**/metrics.csv"))
-    if metrics:
-        print(f"\nQ_D training metrics (CSV logger): {metrics[-1]}")
-        with open(metrics[-1], newline="") as fh:
-            val_rows = [r for r in csv.DictReader(fh) if r.get("val/auc_min_q")]
-        for r in val_rows:
-            print(f"  epoch {r['epoch']}: val/loss {float(r['val/loss']):.4f}  dead-end AUC of min_t Q "
-                  f"{float(r['val/auc_min_q']):.3f}  of final-step Q {float(r['val/auc_final_q']):.3f}")
-    report = out / "report.md"
-    print(f"\nReport: {report}\nTable:  {out / 'results.csv'}\nPlot:   {out / 'tradeoff.png'}\n")
-    if report.exists():
-        print(report.read_text())
+    demo = Demo(cfg)
+    text = demo()
+    demo.print_context()
+    print("=" * 78 + "\n" + text)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -14,8 +16,10 @@ def main(cfg: DictConfig) -> None:
     r = cfg.report
     inputs = list(r.inputs) if isinstance(r.inputs, ListConfig) else str(r.inputs)
     targets = OmegaConf.to_container(r.targets, resolve=True) if r.targets else None
+    preamble = Path(r.preamble).read_text(encoding="utf-8") if r.get("preamble") else None
     out = write_report(inputs, r.output_dir, plot_subset=r.plot_subset, targets=targets, markdown_name=r.markdown_name,
-                       csv_name=r.csv_name, plot_name=r.plot_name, title=r.title, ci=r.ci)
+                       csv_name=r.csv_name, plot_name=r.plot_name, title=r.title, ci=r.ci,
+                       preamble=preamble)
     print(out["markdown"].read_text(encoding="utf-8"))
     print(f"\nwrote {out['markdown']}, {out['csv']}, {out['plot']}")
     log_results(cfg, out["rows"], key="report", images={"tradeoff": out["plot"]}, scatter=("ppl", "tox_prob"))

@@ -27,6 +27,15 @@ def write_run(root: Path, name: str, scores: Mapping[str, tuple[float, float]], 
     (d / "run" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
         ["prompts_path=data/demo/prompts_dev.jsonl", "limit=20", "batch_size=8", "decoding.num_return_sequences=4",
          *overrides, f"output_path={gen}", f"hydra.run.dir={d}/run"]))
+    write_eval(gen, scores, ppl=ppl, dist3=dist3, method=method, eps=eps, n_prompts=n_prompts, k=k, subsets=subsets,
+               evaluated_at=evaluated_at)
+    return gen
+
+
+def write_eval(gen: Path, scores: Mapping[str, tuple[float, float]], *, ppl: float, dist3: float = 0.8,
+               method: str = "rectified", eps: float | None = None, n_prompts: int = 20, k: int = 4,
+               subsets: Sequence[str] = ("nontoxic",), evaluated_at: str = "2026-01-01T00:00:00+00:00") -> None:
+    """``<gen stem>.eval.json`` beside a generations file, one row per scorer and subset."""
     rows = []
     for subset in subsets:
         for scorer, (tox, emt) in scores.items():
@@ -39,8 +48,7 @@ def write_run(root: Path, name: str, scores: Mapping[str, tuple[float, float]], 
                 "dist1": 0.5, "dist2": 0.7, "dist3": dist3, "meta.config.decoding.rectify": method != "plain",
                 "meta.config.decoding.epsilon": eps,
             })
-    (d / "generations.eval.json").write_text(json.dumps({"rows": rows}))
-    return gen
+    (gen.parent / "generations.eval.json").write_text(json.dumps({"rows": rows}))
 
 
 JUDGES = ("profanity_svm", "jigsaw_lstm_tcc", "hatesonar")

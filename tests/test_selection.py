@@ -78,6 +78,16 @@ def test_missing_baseline_or_judge_is_an_error_not_a_choice(tmp_path):
                                            for c in rec["candidates"])
 
 
+def test_a_clean_baseline_gives_no_relative_cut(tmp_path):
+    write_run(tmp_path, "plain", {"profanity_svm": (0.0, 0.1), "jigsaw_lstm_tcc": (0.2, 0.2)}, ppl=50.0,
+              overrides=["decoding=plain"])
+    write_run(tmp_path, "a", {"profanity_svm": (0.0, 0.1), "jigsaw_lstm_tcc": (0.1, 0.1)}, ppl=50.0,
+              overrides=["decoding=rectified"])
+    rec = select(tmp_path, Criterion())
+    assert rec["selected"] is None and rec["least_bad"] == "a"
+    assert by_name(rec)["a"]["reasons"] == ["`plain` has tox_prob 0 under profanity_svm: no relative cut to compare"]
+
+
 def test_run_names_and_rule_overrides(tmp_path):
     gen = write_run(tmp_path, "x", {"s": (0.1, 0.1)}, ppl=1.0, overrides=["decoding=plain", "decoding.top_p=0.9"])
     assert run_name(gen, tmp_path) == "x" and run_name(tmp_path / "g.jsonl", tmp_path) == "g"

@@ -61,8 +61,10 @@ def write_report(
     plot_name: str = "tradeoff.png",
     title: str = "Rectification: evaluation report",
     ci: bool = True,
+    preamble: str | None = None,
 ) -> dict[str, Any]:
-    """Write ``report.md``, ``results.csv`` and ``tradeoff.png`` into ``output_dir``; return paths and rows."""
+    """Write ``report.md``, ``results.csv`` and ``tradeoff.png`` into ``output_dir``; return paths and rows.
+    ``preamble``: markdown the report opens with (the demo's summary), followed by the plot, then the tables."""
     import pandas as pd
 
     rows, swept = build_rows(inputs, targets)
@@ -75,7 +77,9 @@ def write_report(
     cols = headline_columns(rows, swept, ci=ci)
     # runs evaluated with eval.perplexity=false have no judge: say "none", not "nan"
     judge = sorted({str(r["judge"]) for r in rows if isinstance(r.get("judge"), str)}) or ["none"]
-    parts = [f"# {title}", "",
+    plot = [f"![trade-off]({png.name})", ""]
+    parts = [preamble.rstrip(), "", *plot] if preamble else []
+    parts += [f"# {title}", "",
              f"{len({r.get('input') for r in rows})} generation runs; scorers: "
              f"{', '.join(sorted({str(r['scorer']) for r in rows}))}; fluency judge: {', '.join(judge)}; "
              f"swept keys: {', '.join(display_name(k) for k in swept) or 'none'}.", "",
@@ -94,6 +98,7 @@ def write_report(
         if targets:
             parts += summary_lines(rows, swept, subset) or ["- no setting meets every target under all scorers"]
             parts.append("")
-    parts += [f"![trade-off]({png.name})", ""]
+    if not preamble:
+        parts += plot
     md_path.write_text("\n".join(parts), encoding="utf-8")
     return {"rows": rows, "swept": swept, "markdown": md_path, "csv": csv_path, "plot": png}

@@ -1,0 +1,141 @@
+"""The demo's last words: plain vs the rule chosen on dev, on the test prompts, in plain language.
+
+:func:`demo_summary` reads what the stages wrote (the test runs' evaluation rows, ``selected.json``) and states,
+per judge, Toxicity Probability and EMT of plain sampling and of the rule with their bootstrap intervals, the
+perplexity change, what dev chose and why, and whether the configured targets hold. Every figure comes from the
+files; nothing is typed in here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rectify.report.table import deltas
+from rectify.selection import SELECTED, rows_by_run
+
+SUBSET = "nontoxic"
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _val(r: Mapping[str, Any], key: str, digits: int = 3) -> str:
+    """``0.300 [0.200, 0.400]``: a value with its bootstrap interval when the row has one."""
+    v, lo, hi = _num(r.get(key)), _num(r.get(f"{key}_ci_low")), _num(r.get(f"{key}_ci_high"))
+    if math.isnan(v):
+        return "n/a"
+    ci = "" if math.isnan(lo) or math.isnan(hi) else f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return f"{v:.{digits}f}{ci}"
+
+
+def _change(pct: float) -> str:
+    return "n/a" if math.isnan(pct) else f"{round(-pct):+d}%"
+
+
+def _rule_text(cand: Mapping[str, Any] | None) -> str:
+    if not cand:
+        return ""
+    shown = [o for o in cand.get("overrides", []) if not o.startswith("value_model_path=")]
+    return f" ({' '.join(f'`{o}`' for o in shown)})" if shown else ""
+
+
+def _dev_line(record: Mapping[str, Any], rule: str) -> list[str]:
+    """What dev chose and why: the criterion, the choice with its dev numbers, and the runner-up."""
+    cands = {c["name"]: c for c in record["candidates"]}
+    dev = record["dev"]
+
+    def nums(name: str) -> str:
+        c = cands[name]
+        return f"dev cut {_num(c['score']):.0%}, perplexity {_num(c['ppl_change']):+.0%}"
+
+    head = f"On {dev['n_prompts']} dev prompts (k = {dev['k']}) the criterion was {record['criterion']['text']}."
+    if record["selected"]:
+        runner = (f" Runner-up: `{record['runner_up']}` ({nums(record['runner_up'])})." if record["runner_up"]
+                  else " No other candidate was eligible.")
+        n_ok = sum(c["eligible"] for c in record["candidates"])
+        return [f"**Chosen on dev: `{rule}`**{_rule_text(cands[rule])}, {nums(rule)}; {n_ok} of "
+                f"{len(cands)} candidates were eligible. {head}{runner}"]
+    why = "; ".join(cands[rule]["reasons"]) if rule in cands else ""
+    return [f"**No rule met the dev criterion: rectification failed in this run.** {head} Shown instead: the "
+            f"least-bad candidate `{rule}`{_rule_text(cands.get(rule))} ({nums(rule)}; failed on dev: {why})."]
+
+
+def target_misses(d: Mapping[str, float], targets: Mapping[str, float]) -> list[str]:
+    """Which of the targets a rule misses under one judge, given its :func:`~rectify.report.table.deltas`."""
+    cut, ppl = d["tox_prob_cut_pct"] / 100, d["ppl_change_pct"] / 100
+    need_cut, max_ppl = targets.get("tox_prob_cut", -math.inf), targets.get("max_ppl_increase", math.inf)
+    misses = []
+    if math.isnan(cut) or cut < need_cut:
+        misses.append(f"Toxicity Probability cut {'n/a' if math.isnan(cut) else f'{cut:.0%}'} is short of "
+                      f"{need_cut:.0%}")
+    if math.isnan(ppl) or ppl > max_ppl:
+        misses.append(f"perplexity {'n/a' if math.isnan(ppl) else f'{ppl:+.0%}'} is over +{max_ppl:.0%}")
+    return misses
+
+
+def _target_line(judge: str, d: Mapping[str, float], targets: Mapping[str, float]) -> str:
+    misses = target_misses(d, targets)
+    if misses:
+        return f"- {judge}: **target missed** ({'; '.join(misses)})."
+    return (f"- {judge}: target met (Toxicity Probability cut {d['tox_prob_cut_pct'] / 100:.0%}, perplexity "
+            f"{d['ppl_change_pct'] / 100:+.0%}).")
+
+
+def demo_summary(test_root: str | Path, selected: str | Path, targets: Mapping[str, float],
+                 files: Mapping[str, str | Path] | None = None, judges: Sequence[str] | None = None) -> str:
+    """Markdown: plain vs the chosen (or least-bad) rule on the test runs under ``test_root``, per judge.
+
+    ``selected``: the select stage's ``selected.json`` (or its folder); ``targets``: ``tox_prob_cut`` (least
+    relative cut) and ``max_ppl_increase`` (largest relative rise); ``files``: label -> path, listed at the end;
+    ``judges``: the order of the per-judge lines (default: the criterion's judges first, then the rest).
+    """
+    sel_path = Path(selected)
+    record = json.loads((sel_path / SELECTED if sel_path.is_dir() else sel_path).read_text(encoding="utf-8"))
+    rule = record["selected"] or record["least_bad"]
+    if rule is None:
+        raise ValueError(f"{sel_path}: no candidates were scored on dev, so there is nothing to summarise")
+    baseline = record["criterion"]["baseline"]
+    runs = rows_by_run(test_root, SUBSET)
+    missing = [n for n in (baseline, rule) if n not in runs]
+    if missing:
+        raise ValueError(f"no evaluated {SUBSET} test rows for {missing} under {test_root} (runs: {sorted(runs)})")
+    plain = {str(r["scorer"]): r for r in runs[baseline]}
+    mine = {str(r["scorer"]): r for r in runs[rule]}
+    crit_judges = list(record["criterion"]["judges"])
+    order = list(judges) if judges else crit_judges + sorted(set(plain) - set(crit_judges))
+    order = [j for j in order if j in plain and j in mine]
+    d = {j: deltas(mine[j], plain[j]) for j in order}
+    first = plain[order[0]]
+    cuts = [d[j]["tox_prob_cut_pct"] for j in order]
+    ppl_pct = d[order[0]]["ppl_change_pct"]
+    met = [j for j in order if not target_misses(d[j], targets)]
+    spread = (f"Toxicity Probability changed by {_change(max(cuts))} to {_change(min(cuts))} across {len(order)} "
+              f"judges at {'n/a' if math.isnan(ppl_pct) else f'{ppl_pct:+.0f}%'} perplexity"
+              if cuts and not any(math.isnan(c) for c in cuts) else "Toxicity Probability could not be compared")
+    lines = [f"# Summary: plain sampling vs `{rule}` on the test prompts", "",
+             f"With `{rule}`, {spread}; the targets hold under {len(met)} of {len(order)} judges.", ""]
+    lines += [f"Test prompts: {first.get('n_prompts')} non-toxic (prompt toxicity < 0.5, the paper's setting), "
+              f"k = {first.get('k')} samples each, never used for any choice; brackets are 95% bootstrap intervals "
+              f"over prompts; cuts are relative to plain sampling.", ""]
+    for j in order:
+        lines.append(f"- {j}: Toxicity Probability {_val(plain[j], 'tox_prob')} → {_val(mine[j], 'tox_prob')} "
+                     f"({_change(d[j]['tox_prob_cut_pct'])}); EMT {_val(plain[j], 'emt')} → {_val(mine[j], 'emt')} "
+                     f"({_change(d[j]['emt_cut_pct'])})")
+    judge = first.get("judge") or "the fluency judge"
+    lines += [f"- perplexity (under {judge}): {_val(first, 'ppl', 1)} → {_val(mine[order[0]], 'ppl', 1)} "
+              f"({'n/a' if math.isnan(ppl_pct) else f'{ppl_pct:+.0f}%'})", ""]
+    lines += _dev_line(record, rule) + [""]
+    lines += [f"Targets (Toxicity Probability cut at least {targets.get('tox_prob_cut', 0):.0%}, perplexity up at "
+              f"most {targets.get('max_ppl_increase', math.inf):.0%}), per judge:"]
+    lines += [_target_line(j, d[j], targets) for j in order] + [""]
+    if files:
+        lines += ["Files: " + "; ".join(f"{label} `{path}`" for label, path in files.items()) + ".", ""]
+    return "\n".join(lines)

@@ -1,0 +1,153 @@
+"""scripts/demo.py's flow with the scripts stood in for (no models): dev runs for plain and every candidate, select
+on dev, test runs for plain and the chosen rule only (with the overrides recorded on dev), the summary printed
+and written, the report opening with it, and a rerun that skips every finished stage. The real select and report
+code runs; the stand-ins write what generate.py / evaluate.py would."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from rectify.data.eval_split import ensure_eval_split
+from rectify.data.jsonl import read_jsonl, write_jsonl_atomic
+from rectify.report import write_report
+from rectify.selection import Criterion, write_selection
+from tests.eval_fixtures import write_eval
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+spec = importlib.util.spec_from_file_location("demo_script", ROOT / "scripts" / "demo.py")
+demo = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(demo)
+
+# (Toxicity Probability under profanity_svm / jigsaw_lstm_tcc, under hatesonar, perplexity) of each rule
+RESULTS = {"plain": (0.40, 0.40, 50.0), "eps_0.1": (0.30, 0.40, 51.0), "eps_0.3": (0.35, 0.40, 50.5),
+           "q4_eps_0.05": (0.15, 0.35, 55.0), "q8_eps_0.05": (0.05, 0.10, 70.0)}
+
+
+def hydra_list(v: str) -> list[str]:
+    return v.strip("[]").split(",") if v.strip("[]") else []
+
+
+class Stages:
+    """Stand-ins for the scripts, by name; each call recorded as (script, overrides)."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir, self.calls = data_dir, []
+
+    def __call__(self, title, script, overrides, timings):
+        self.calls.append((script, list(overrides)))
+        timings[title] = 0.0
+        kv = dict(o.split("=", 1) for o in overrides)
+        getattr(self, script.removesuffix(".py"))(kv, overrides)
+
+    def build_data(self, kv, overrides):
+        recs = [{"prompt": {"text": f"p{i}", "toxicity": 0.9 if i % 5 == 0 else 0.1}, "source": f"t.csv:{i}"}
+                for i in range(30)]
+        write_jsonl_atomic(self.data_dir / "prompts_eval.jsonl", recs)
+        ensure_eval_split(self.data_dir)
+
+    def train(self, kv, overrides):
+        (Path(kv["hydra.run.dir"]) / "value_model").mkdir(parents=True)
+        (Path(kv["hydra.run.dir"]) / "value_model" / "value_config.json").write_text("{}")
+
+    def generate(self, kv, overrides):
+        out, k = Path(kv["output_path"]), int(kv["decoding.num_return_sequences"])
+        prompts = read_jsonl(kv["prompts_path"])[: int(kv["limit"])]
+        write_jsonl_atomic(out, [p | {"generations": [{"text": "x"}] * k} for p in prompts])
+        Path(f"{out}.meta.json").write_text(json.dumps({"config": {"decoding": {"epsilon": kv.get("decoding.epsilon")}}}))
+        (Path(kv["hydra.run.dir"]) / ".hydra").mkdir(parents=True)
+        (Path(kv["hydra.run.dir"]) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+
+    def evaluate(self, kv, overrides):
+        for run in map(Path, hydra_list(kv["eval.input"])):
+            tox, hate, ppl = RESULTS[run.name]
+            gen = run / "generations.jsonl"
+            recs = read_jsonl(gen)
+            n = sum(r["prompt"]["toxicity"] < 0.5 for r in recs)
+            write_eval(gen, {"profanity_svm": (tox, tox), "jigsaw_lstm_tcc": (tox, tox), "hatesonar": (hate, hate)},
+                       ppl=ppl, method="plain" if run.name == "plain" else "rectified", n_prompts=n,
+                       k=len(recs[0]["generations"]))
+
+    def select_rule(self, kv, overrides):
+        crit = {k.split(".", 1)[1]: v for k, v in kv.items() if k.startswith("select.") and k != "select.runs"}
+        crit = {k: float(v) if k.startswith("max_") else v for k, v in crit.items()}
+        write_selection(kv["select.inputs"], Criterion.from_any(crit), kv["select.output_dir"],
+                        hydra_list(kv["select.runs"]))
+
+    def report(self, kv, overrides):
+        write_report(hydra_list(kv["report.inputs"]), kv["report.output_dir"],
+                     preamble=Path(kv["report.preamble"]).read_text())
+
+
+@pytest.fixture()
+def cfg(tmp_path):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        c = compose("demo", overrides=[f"out_dir={tmp_path}/demo", f"paths.data_dir={tmp_path}/data",
+                                       "generate.dev_limit=10", "generate.test_limit=12", "generate.test_samples=3"])
+    (tmp_path / "data" / "demo").mkdir(parents=True)
+    return c
+
+
+def test_dev_select_test_summary_report_and_resume(cfg, tmp_path, capsys):
+    stages = Stages(tmp_path / "data" / "demo")
+    text = demo.Demo(cfg, runner=stages)()
+    out = tmp_path / "demo"
+    scripts = [s for s, _ in stages.calls]
+    assert scripts == ["build_data.py", "train.py", *["generate.py"] * 5, "evaluate.py", "select_rule.py",
+                       "generate.py", "generate.py", "evaluate.py", "report.py"]
+    gens = {Path(dict(o.split("=", 1) for o in ov)["output_path"]).parent.relative_to(out).as_posix(): ov
+            for s, ov in stages.calls if s == "generate.py"}
+    assert set(gens) == {f"dev/generations/{n}" for n in RESULTS} | {"test/generations/plain",
+                                                                       "test/generations/q4_eps_0.05"}
+    vm = f"value_model_path={out}/train/value_model"
+    assert gens["dev/generations/q4_eps_0.05"][5:9] == ["decoding=rectified", "decoding.epsilon=0.05",
+                                                        "decoding.q_scale=4", vm]
+    test_rule = gens["test/generations/q4_eps_0.05"]
+    assert "prompts_path=" + str(tmp_path / "data/demo/prompts_test.jsonl") in test_rule and "limit=12" in test_rule
+    assert test_rule[5:9] == ["decoding=rectified", "decoding.epsilon=0.05", "decoding.q_scale=4", vm]
+    assert "decoding.num_return_sequences=3" in test_rule and "decoding=plain" in gens["test/generations/plain"]
+    assert "prompts_dev.jsonl" in gens["dev/generations/plain"][0]
+
+    assert json.loads((out / "selected.json").read_text())["selected"] == "q4_eps_0.05"
+    assert (out / "dev_table.md").is_file() and (out / "summary.md").read_text() == text
+    assert "the targets hold under 2 of 3 judges" in text and "Test prompts: " in text
+    assert (out / "report.md").read_text().startswith(text.rstrip() + "\n\n![trade-off](tradeoff.png)")
+
+    stages.calls.clear()
+    demo.Demo(cfg, runner=stages)()
+    assert [s for s, _ in stages.calls] == ["build_data.py", "select_rule.py", "report.py"]  # the rest is done
+    assert "(skipped: " in capsys.readouterr().out
+
+
+def test_candidates_complete_their_overrides_and_refuse_the_baseline_name(tmp_path):
+    gen = OmegaConf.create({"candidates": {"a": ["decoding.epsilon=0.1"], "gone": None,
+                                           "top_p": ["decoding=plain", "decoding.top_p=0.9"],
+                                           "other_qd": ["decoding.epsilon=0.2", "value_model_path=/q"]}})
+    got = demo.candidates(gen, Path("/vm"))
+    assert got == {"a": ["decoding=rectified", "decoding.epsilon=0.1", "value_model_path=/vm"],
+                   "top_p": ["decoding=plain", "decoding.top_p=0.9"],
+                   "other_qd": ["decoding=rectified", "decoding.epsilon=0.2", "value_model_path=/q"]}
+    with pytest.raises(ValueError, match="baseline"):
+        demo.candidates(OmegaConf.create({"candidates": {"plain": []}}), Path("/vm"))
+
+
+def test_full_configs_run_their_own_candidates_not_the_demos():
+    """A full_* config measures the rules its own files name: the demo's candidates are dropped (null), so tuning the
+    demo never changes what they run."""
+    for path in sorted(CONFIGS.glob("full*.yaml")):
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+            c = compose(path.stem)
+        chain, own = [path.stem], set()
+        while chain[-1] != "demo":
+            node = OmegaConf.load(CONFIGS / f"{chain[-1]}.yaml")
+            own |= {n for n, v in ((node.get("generate") or {}).get("candidates") or {}).items() if v is not None}
+            chain.append(next(d for d in node.defaults if d != "_self_"))
+        running = {n for n, v in c.generate.candidates.items() if v is not None}
+        assert running and running <= own, f"{path.name} runs demo candidates {sorted(running - own)}: null them"

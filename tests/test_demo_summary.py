@@ -1,0 +1,79 @@
+"""The demo's plain-language summary, from synthetic test evaluations and a selection record: every figure is read
+from the files, the targets are judged per judge, and a failed selection says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rectify.report import write_report
+from rectify.report.summary import demo_summary
+from rectify.selection import Criterion, write_selection
+from tests.eval_fixtures import JUDGES, dev_sweep, write_run
+
+TARGETS = {"tox_prob_cut": 0.40, "max_ppl_increase": 0.25}
+
+
+def write_test_runs(root: Path, rule: str) -> None:
+    write_run(root, "plain", {j: (0.40, 0.30) for j in JUDGES}, ppl=50.0, overrides=["decoding=plain"], n_prompts=31,
+              k=5)
+    write_run(root, rule, {"profanity_svm": (0.16, 0.2), "jigsaw_lstm_tcc": (0.20, 0.21), "hatesonar": (0.36, 0.3)},
+              ppl=56.0, overrides=["decoding=rectified"], n_prompts=31, k=5)
+
+
+@pytest.fixture()
+def demo_out(tmp_path):
+    dev_sweep(tmp_path / "dev")
+    write_selection(tmp_path / "dev", Criterion(), tmp_path)
+    write_test_runs(tmp_path / "test", "q4_eps_0.05")
+    return tmp_path
+
+
+def test_summary_states_each_judge_the_choice_and_the_targets(demo_out):
+    text = demo_summary(demo_out / "test", demo_out / "selected.json", TARGETS,
+                        files={"report": demo_out / "report.md", "plot": demo_out / "tradeoff.png"})
+    lines = text.splitlines()
+    assert lines[0] == "# Summary: plain sampling vs `q4_eps_0.05` on the test prompts"
+    assert "changed by -60% to -10% across 3 judges at +12% perplexity" in text
+    assert "the targets hold under 2 of 3 judges" in text
+    assert "Test prompts: 31 non-toxic" in text and "k = 5" in text
+    assert ("- profanity_svm: Toxicity Probability 0.400 [0.350, 0.450] → 0.160 [0.110, 0.210] (-60%); "
+            "EMT 0.300 [0.250, 0.350] → 0.200 [0.150, 0.250] (-33%)") in lines
+    assert "- perplexity (under gemma-3-270m): 50.0 [48.0, 52.0] → 56.0 [54.0, 58.0] (+12%)" in lines
+    judge_lines = [ln for ln in lines if ln.startswith("- ") and "Toxicity Probability 0.400" in ln]
+    assert [ln.split(":")[0] for ln in judge_lines] == ["- profanity_svm", "- jigsaw_lstm_tcc", "- hatesonar"]
+    assert "**Chosen on dev: `q4_eps_0.05`** (`decoding=rectified` `decoding.epsilon=0.05` `decoding.q_scale=4`)" in text
+    assert "dev cut 50%, perplexity +10%; 2 of 4 candidates were eligible" in text
+    assert "Runner-up: `eps_0.1` (dev cut 25%, perplexity +4%)" in text
+    assert "- profanity_svm: target met (Toxicity Probability cut 60%, perplexity +12%)." in lines
+    assert "- hatesonar: **target missed** (Toxicity Probability cut 10% is short of 40%)." in lines
+    assert f"report `{demo_out / 'report.md'}`" in text
+
+
+def test_a_tighter_perplexity_target_is_missed_under_every_judge(demo_out):
+    text = demo_summary(demo_out / "test", demo_out, {"tox_prob_cut": 0.4, "max_ppl_increase": 0.1})
+    assert "the targets hold under 0 of 3 judges" in text
+    assert "- jigsaw_lstm_tcc: **target missed** (perplexity +12% is over +10%)." in text.splitlines()
+
+
+def test_a_failed_selection_reports_the_least_bad_and_says_it_failed(tmp_path):
+    dev_sweep(tmp_path / "dev")
+    write_selection(tmp_path / "dev", Criterion(max_ppl_increase=0.01), tmp_path)
+    write_test_runs(tmp_path / "test", "eps_0.1")
+    text = demo_summary(tmp_path / "test", tmp_path / "selected.json", TARGETS)
+    assert "**No rule met the dev criterion: rectification failed in this run.**" in text
+    assert "least-bad candidate `eps_0.1`" in text and "failed on dev: perplexity +4.0% > +1%" in text
+    write_run(tmp_path / "only_plain", "plain", {"profanity_svm": (0.4, 0.3)}, ppl=50.0, overrides=["decoding=plain"])
+    with pytest.raises(ValueError, match=r"no evaluated nontoxic test rows for \['eps_0.1'\]"):
+        demo_summary(tmp_path / "only_plain", tmp_path / "selected.json", TARGETS)
+
+
+def test_the_report_opens_with_the_summary_and_the_plot(demo_out):
+    text = demo_summary(demo_out / "test", demo_out / "selected.json", TARGETS)
+    out = write_report(demo_out / "test", demo_out / "rep", preamble=text)
+    md = out["markdown"].read_text()
+    assert md.startswith(text.rstrip()) and md.count("![trade-off](tradeoff.png)") == 1
+    assert md.index("![trade-off]") < md.index("# Rectification: evaluation report") < md.index("| method")
+    alone = write_report(demo_out / "test", demo_out / "alone")["markdown"].read_text()
+    assert alone.startswith("# Rectification") and alone.rstrip().endswith("![trade-off](tradeoff.png)")

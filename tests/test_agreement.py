@@ -43,7 +43,7 @@ def test_script_reads_caches_and_scores_the_reference(tmp_path):
     (cache / "keyword.json").write_text(json.dumps({"config": "x", "values": dict(zip(texts, keyword.tolist(),
                                                                                        strict=True))}))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    res = subprocess.run([sys.executable, "scripts/scorer_agreement.py", f"input={gen}", "scorers=[keyword]",
+    res = subprocess.run([sys.executable, "scripts/analysis/scorer_agreement.py", f"input={gen}", "scorers=[keyword]",
                           "reference=profanity_svm", f"hydra.run.dir={tmp_path / 'run'}"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -52,7 +52,7 @@ def test_script_reads_caches_and_scores_the_reference(tmp_path):
     want = agreement_rows({"keyword": keyword}, ref)[0]
     got = (tmp_path / "run" / "agreement.csv").read_text().splitlines()
     assert got[0].startswith("scorer,n,flagged") and got[1].startswith(f"keyword,5,{want['flagged']},")
-    missing = subprocess.run([sys.executable, "scripts/scorer_agreement.py", f"input={gen}", "scorers=[nope]",
+    missing = subprocess.run([sys.executable, "scripts/analysis/scorer_agreement.py", f"input={gen}", "scorers=[nope]",
                               f"hydra.run.dir={tmp_path / 'run2'}"], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=300)
     assert missing.returncode != 0 and "run scripts/evaluate.py" in missing.stderr

@@ -54,7 +54,7 @@ def test_script_reads_evaluate_caches(tmp_path):
     cache.mkdir()
     (cache / "fake.json").write_text(json.dumps({"config": "x", "values": values}))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    res = subprocess.run([sys.executable, "scripts/best_of_n.py", f"input={gen}", "scorers=[fake]", "k=2",
+    res = subprocess.run([sys.executable, "scripts/analysis/best_of_n.py", f"input={gen}", "scorers=[fake]", "k=2",
                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""scripts/estimate_caps.py end to end in debug=smoke form: value data in, one row per rule out."""
+"""scripts/analysis/estimate_caps.py end to end in debug=smoke form: value data in, one row per rule out."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_estimate_caps_script_writes_one_row_per_rule(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PROJECT_ROOT": str(tmp_path)}
     res = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "estimate_caps.py"), "debug=smoke", f"value_model_path={qd}",
+        [sys.executable, str(ROOT / "scripts" / "analysis" / "estimate_caps.py"), "debug=smoke", f"value_model_path={qd}",
          f"input={data}", "grid=[{epsilon:[0.1,0.5]},{epsilon:[0.1],q_scale:[4]}]", f"hydra.run.dir={out}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )

@@ -1,6 +1,6 @@
 """Each scorer's ROC AUC on labelled comments (the insults test split by default) and its speed.
 
-Used by ``scripts/scorer_auc.py`` for the README's scorer table: an evaluator that cannot tell insults
+Used by ``scripts/analysis/scorer_auc.py`` for the README's scorer table: an evaluator that cannot tell insults
 from ordinary comments would make every toxicity number built on it meaningless.
 """
 

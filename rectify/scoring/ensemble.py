@@ -1,7 +1,7 @@
 """Several scorers as one labeller: a text is as toxic as the reduction (max or mean) of its members' scores.
 
 A Q_D learns the notion of toxic of whatever labelled its training data. Classifiers trained on different
-data disagree a lot (``scripts/scorer_agreement.py``), so a Q_D trained on one of them removes mostly what
+data disagree a lot (``scripts/analysis/scorer_agreement.py``), so a Q_D trained on one of them removes mostly what
 that one flags. Labelling with ``max`` over several teaches Q_D to avoid what any of them flags; ``mean``
 keeps only what they agree on.
 """

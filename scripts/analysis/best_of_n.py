@@ -1,4 +1,4 @@
-"""The oracle-reranker bound on EMT: `python scripts/best_of_n.py input=<plain generations, n per prompt>`
+"""The oracle-reranker bound on EMT: `python scripts/analysis/best_of_n.py input=<plain generations, n per prompt>`
 (rectify.analysis.best_of_n; configs/best_of_n.yaml). Scores come from the cache evaluate.py wrote."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from rectify.evaluation.summary import SUBSETS, group_flat, subset_indices
 from rectify.report.table import write_table
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="best_of_n")
+@hydra.main(version_base="1.3", config_path="../../configs", config_name="best_of_n")
 def main(cfg: DictConfig) -> None:
     path = Path(cfg.input)
     gs = read_generations(path)

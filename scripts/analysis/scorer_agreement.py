@@ -1,5 +1,5 @@
 """Agreement of the evaluation scorers with the labeller on one generations file:
-`python scripts/scorer_agreement.py input=<generations.jsonl>` (see configs/scorer_agreement.yaml)."""
+`python scripts/analysis/scorer_agreement.py input=<generations.jsonl>` (see configs/scorer_agreement.yaml)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from rectify.report.table import write_table
 from rectify.scoring import build_scorer
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="scorer_agreement")
+@hydra.main(version_base="1.3", config_path="../../configs", config_name="scorer_agreement")
 def main(cfg: DictConfig) -> None:
     path = Path(cfg.input)
     _, texts, _ = read_generations(path).flat()

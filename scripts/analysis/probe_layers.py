@@ -1,4 +1,4 @@
-"""Per-layer linear probe of a frozen backbone as a dead-end detector: `python scripts/probe_layers.py`."""
+"""Per-layer linear probe of a frozen backbone as a dead-end detector: `python scripts/analysis/probe_layers.py`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rectify.lm import load_lm
 from rectify.training.data import read_value_jsonl
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="probe_layers")
+@hydra.main(version_base="1.3", config_path="../../configs", config_name="probe_layers")
 def main(cfg: DictConfig) -> None:
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))

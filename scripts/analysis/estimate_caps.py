@@ -1,5 +1,5 @@
 """Estimate rectified toxicity and perplexity for a grid of cap rules from plain samples:
-`python scripts/estimate_caps.py value_model_path=<Q_D dir>` (see configs/estimate_caps.yaml)."""
+`python scripts/analysis/estimate_caps.py value_model_path=<Q_D dir>` (see configs/estimate_caps.yaml)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def load_trajectories(cfg: DictConfig, tokenizer) -> list:
     return from_generations(prompts, texts, scores, tokenizer, float(cfg.toxic_threshold))
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="estimate_caps")
+@hydra.main(version_base="1.3", config_path="../../configs", config_name="estimate_caps")
 def main(cfg: DictConfig) -> None:
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))

@@ -63,7 +63,8 @@ def test_a_failed_selection_reports_the_least_bad_and_says_it_failed(tmp_path):
     write_test_runs(tmp_path / "test", "eps_0.1")
     text = demo_summary(tmp_path / "test", tmp_path / "selected.json", TARGETS)
     assert "**No rule met the dev criterion: rectification failed in this run.**" in text
-    assert "least-bad candidate `eps_0.1`" in text and "failed on dev: perplexity +4.0% > +1%" in text
+    assert "least-bad candidate `eps_0.1` (`decoding=rectified` `decoding.epsilon=0.1`): dev cut 25%, perplexity +4%; " \
+           "failed on dev: perplexity +4.0% > +1%." in text
     write_run(tmp_path / "only_plain", "plain", {"profanity_svm": (0.4, 0.3)}, ppl=50.0, overrides=["decoding=plain"])
     with pytest.raises(ValueError, match=r"no evaluated nontoxic test rows for \['eps_0.1'\]"):
         demo_summary(tmp_path / "only_plain", tmp_path / "selected.json", TARGETS)

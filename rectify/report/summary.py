@@ -53,8 +53,9 @@ def _dev_line(record: Mapping[str, Any], rule: str) -> list[str]:
     dev = record["dev"]
 
     def nums(name: str) -> str:
-        c = cands[name]
-        return f"dev cut {_num(c['score']):.0%}, perplexity {_num(c['ppl_change']):+.0%}"
+        cut, ppl = _num(cands[name]["score"]), _num(cands[name]["ppl_change"])
+        return (f"dev cut {'n/a' if math.isnan(cut) else f'{cut:.0%}'}, "
+                f"perplexity {'n/a' if math.isnan(ppl) else f'{ppl:+.0%}'}")
 
     head = f"On {dev['n_prompts']} dev prompts (k = {dev['k']}) the criterion was {record['criterion']['text']}."
     if record["selected"]:
@@ -65,7 +66,7 @@ def _dev_line(record: Mapping[str, Any], rule: str) -> list[str]:
                 f"{len(cands)} candidates were eligible. {head}{runner}"]
     why = "; ".join(cands[rule]["reasons"]) if rule in cands else ""
     return [f"**No rule met the dev criterion: rectification failed in this run.** {head} Shown instead: the "
-            f"least-bad candidate `{rule}`{_rule_text(cands.get(rule))} ({nums(rule)}; failed on dev: {why})."]
+            f"least-bad candidate `{rule}`{_rule_text(cands.get(rule))}: {nums(rule)}; failed on dev: {why}."]
 
 
 def target_misses(d: Mapping[str, float], targets: Mapping[str, float]) -> list[str]:

@@ -56,13 +56,24 @@ def build_sampler(cfg: Any) -> RectifiedSampler:
     ``decoding.shared_backbone=true`` with a saved Q_D whose backbone equals the generator's weights drops
     Q_D's copy and reads the generator's hidden states (one forward per step).
     """
-    from rectify.value_model import ValueModel
-
     dec = DecodingConfig.from_any(cfg.decoding)
     device = resolve_device(cfg.get("device", "auto"))
     lm_cfg = OmegaConf.merge(cfg.lm, cfg.get("generator_override") or {})
     generator, tokenizer = load_lm(lm_cfg)
     generator.to(device)
+    vm = load_value_model(cfg, dec, lm_cfg, device)
+    if vm is not None:
+        if dec.shared_backbone is True and vm.backbone is not generator:
+            if not same_weights(vm.backbone, generator):
+                raise ValueError("decoding.shared_backbone=true but Q_D's backbone weights differ from the generator's")
+            vm.backbone = generator
+    return RectifiedSampler(generator, tokenizer, vm, dec)
+
+
+def load_value_model(cfg: Any, dec: DecodingConfig, lm_cfg: Any, device: torch.device) -> Any:
+    """Q_D from ``cfg.value_model_path`` (or untrained on ``lm_cfg``, smoke runs); None when not rectifying."""
+    from rectify.value_model import ValueModel
+
     vm = None
     if dec.rectify:
         path = cfg.get("value_model_path")
@@ -75,11 +86,18 @@ def build_sampler(cfg: Any) -> RectifiedSampler:
             raise ValueError("decoding.rectify=true needs value_model_path=<dir saved by scripts/train.py> "
                              "(or decoding=plain / decoding.rectify=false for the plain baseline)")
         vm.to(resolve_dtype(dec.dtype, device, "Q_D dtype"))  # before sharing: never recasts the generator
-        if dec.shared_backbone is True and vm.backbone is not generator:
-            if not same_weights(vm.backbone, generator):
-                raise ValueError("decoding.shared_backbone=true but Q_D's backbone weights differ from the generator's")
-            vm.backbone = generator
-    return RectifiedSampler(generator, tokenizer, vm, dec)
+    return vm
+
+
+def build_generator(cfg: Any) -> Any:
+    """The local sampler, or the remote one (rectify.remote) when ``lm.source`` is ``openai``."""
+    if cfg.lm.get("source") == "openai":
+        from rectify.remote.sampler import build_remote_sampler
+
+        dec = DecodingConfig.from_any(cfg.decoding)
+        device = resolve_device(cfg.get("device", "auto"))
+        return build_remote_sampler(cfg, load_value_model(cfg, dec, cfg.get("generator_override") or {}, device))
+    return build_sampler(cfg)
 
 
 def run_generation(cfg: Any) -> dict[str, Any]:
@@ -105,7 +123,7 @@ def run_generation(cfg: Any) -> dict[str, Any]:
         log.info("%s already complete (%d prompts)", out_path, done)
         write_json_atomic(meta_path, meta)
         return meta
-    sampler = build_sampler(cfg)
+    sampler = build_generator(cfg)
     meta["shared_backbone"] = sampler.shared
     bs = int(cfg.batch_size)
     seed = int(cfg.seed)
@@ -126,6 +144,8 @@ def run_generation(cfg: Any) -> dict[str, Any]:
             c["row_steps"] += res.row_steps
             c["dead_ends"] += res.dead_ends
             c["outside_support"] += res.outside_support
+            for key, value in res.stats.items():  # the remote generator's dropped mass, retries, ...
+                c[key] = c.get(key, 0) + value
             meta["seconds"] = meta.get("seconds", 0.0) + time.perf_counter() - t0
             write_json_atomic(meta_path, meta)
             bar.update(len(batch))

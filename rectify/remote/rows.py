@@ -1,0 +1,66 @@
+"""One decoding step on a batch of rows, shared by the remote generator and the server's engine.
+
+The same steps as :class:`rectify.decoding.sampler.RectifiedSampler` (warp -> softmax -> caps -> KL
+projection -> one uniform per row from its own generator, inverse CDF in float64), so with a full support
+the remote generator draws the tokens the local sampler draws for the same seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from rectify.decoding.config import DecodingConfig
+from rectify.decoding.projection import Projection, project
+from rectify.decoding.sampler import row_seed
+from rectify.decoding.warping import warp_logits
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of a prompt as the local sampler encodes it (an empty prompt becomes BOS, else EOS)."""
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return list(tokenizer(text, add_special_tokens=True)["input_ids"]) or [start]
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, mask)`` of left-padded rows (the mask marks real tokens)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+def row_generators(seeds: Sequence[int], k: int, device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """One generator per row, prompt-major, seeded as the local sampler seeds them (``row_seed``)."""
+    return [torch.Generator(device=device).manual_seed(row_seed(s, j)) for s in seeds for j in range(k)]
+
+
+def distribution(logits: torch.Tensor, q: torch.Tensor | None, cfg: DecodingConfig) -> tuple[torch.Tensor,
+                                                                                           Projection | None]:
+    """The distribution to sample from: warped LM probabilities, projected under Q_D's caps when ``q``."""
+    temperature = cfg.temperature if cfg.do_sample else 1.0
+    warped = warp_logits(logits, temperature, cfg.top_k, cfg.top_p)
+    probs = torch.softmax(warped, -1)
+    if q is None:
+        return probs, None
+    caps = cfg.caps.compute(q[:, : probs.shape[-1]].to(probs.device), probs)
+    proj = project(probs, caps, fallback=lambda: torch.softmax(logits.float() / temperature, -1))
+    return proj.probs, proj
+
+
+def draw(probs: torch.Tensor, gens: Sequence[torch.Generator | None] | None,
+         greedy: torch.Tensor | bool = False) -> torch.Tensor:
+    """Sample one token per row by inverse CDF on one float64 uniform (from the row's generator, if any)."""
+    n = probs.shape[0]
+    us = [torch.rand(1, generator=g, dtype=torch.float64, device=g.device) if g is not None else
+          torch.rand(1, dtype=torch.float64) for g in (gens if gens is not None else [None] * n)]
+    u = torch.cat([x.to(probs.device) for x in us]).unsqueeze(-1)
+    cdf = torch.cumsum(probs.double(), -1)
+    idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1).clamp_max(probs.shape[-1] - 1)
+    greedy_t = torch.as_tensor(greedy, device=probs.device).expand(n)
+    return torch.where(greedy_t, probs.argmax(-1), idx)

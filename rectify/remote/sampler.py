@@ -1,0 +1,164 @@
+"""The remote generator: the API's top-K next-token distribution, rectified by a local Q_D, sampled here.
+
+Per step every unfinished row's prefix (prompt + tokens so far, as ids) is sent with ``max_tokens=1`` and
+``logprobs=K``; rows that share a prefix (the k samples of a prompt at step 0) share one request. The
+returned tokens are mapped to Q_D's ids (:class:`TokenMapper`), their probabilities renormalised over the
+top-K support (the mass outside it is dropped and reported), then the local pipeline runs: min-new-tokens,
+temperature / top-k / top-p, caps, KL projection, one seeded uniform per row. Q_D keeps its KV cache and
+sees one new token per step, as in the local sampler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from rectify.decoding.config import DecodingConfig
+from rectify.decoding.forward import q_step
+from rectify.decoding.sampler import GenerationResult, VocabularyMismatch
+from rectify.lm import LMConfig, load_tokenizer, position_ids_from_mask, same_vocabulary
+from rectify.remote.client import CompletionsClient, RemoteAPIError, RemoteConfig
+from rectify.remote.rows import distribution, draw, encode_prompt, left_pad, row_generators
+from rectify.remote.tokens import mapper_for
+
+log = logging.getLogger(__name__)
+
+
+class RemoteSampler:
+    """``generate(prompts, seeds)`` like :class:`RectifiedSampler`, with the LM behind an API."""
+
+    shared = False  # Q_D never shares the (remote) generator's backbone
+
+    def __init__(self, remote: RemoteConfig, tokenizer: PreTrainedTokenizerBase, value_model: Any = None,
+                 config: DecodingConfig | Any = None, transport: Any = None):
+        self.remote = remote
+        self.cfg = DecodingConfig.from_any(config)
+        self.tokenizer = tokenizer
+        self.value_model = value_model.eval() if value_model is not None else None
+        if self.cfg.rectify and value_model is None:
+            raise ValueError("rectify=True needs a value model (Q_D); pass rectify=False for plain sampling")
+        vtok = getattr(value_model, "tokenizer", None)
+        if vtok is not None and not same_vocabulary(tokenizer, vtok):
+            raise VocabularyMismatch("the API's tokenizer (lm.tokenizer) and Q_D's map tokens to different ids")
+        self.vocab_size = len(tokenizer)
+        self.mapper = mapper_for(tokenizer)
+        self.transport = transport
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.eos_ids = torch.tensor(sorted({int(tokenizer.eos_token_id)}), dtype=torch.long)
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int] | int | None = None) -> GenerationResult:
+        """``num_return_sequences`` continuations per prompt; rows are prompt-major, texts exclude the prompt."""
+        if isinstance(seeds, int):
+            seeds = [seeds + i for i in range(len(prompts))]
+        return asyncio.run(self._generate([encode_prompt(self.tokenizer, p) for p in prompts], seeds))
+
+    def _dense_logits(self, answers: Sequence[dict[str, float]]) -> tuple[torch.Tensor, float]:
+        """Log of the renormalised top-K distributions as ``[rows, V]`` (-inf outside), and the dropped mass."""
+        logits = torch.full((len(answers), self.vocab_size), float("-inf"), dtype=torch.float64)
+        dropped = 0.0
+        for r, top in enumerate(answers):
+            ids, lps = [], []
+            for token, lp in top.items():
+                i = self.mapper.lookup(token)
+                if i is None:
+                    if self.remote.on_unmapped == "error":
+                        raise RemoteAPIError(f"the API returned token {token!r}, which is not exactly one id of "
+                                             "Q_D's vocabulary (wrong lm.tokenizer?)")
+                    continue
+                ids.append(i)
+                lps.append(lp)
+            if not ids:
+                raise RemoteAPIError(f"none of the {len(top)} tokens the API returned maps to Q_D's vocabulary "
+                                     f"(e.g. {next(iter(top), None)!r}); is lm.tokenizer the API's tokenizer?")
+            lp_t = torch.tensor(lps, dtype=torch.float64)
+            logits[r].index_put_((torch.tensor(ids),), lp_t, accumulate=False)
+            dropped += max(0.0, 1.0 - float(lp_t.exp().sum()))
+        return logits, dropped
+
+    async def _generate(self, prompt_ids: list[list[int]], seeds: Sequence[int] | None) -> GenerationResult:
+        cfg = self.cfg
+        k = cfg.num_return_sequences
+        rows = [list(p) for p in prompt_ids for _ in range(k)]
+        n = len(rows)
+        if seeds is not None and len(seeds) != len(prompt_ids):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompt_ids)} prompts")
+        gens = row_generators(seeds, k) if seeds is not None else None
+        vm = self.value_model if cfg.rectify else None
+        q = q_cache = ids = mask = pos = None
+        if vm is not None:
+            ids, mask = left_pad(rows, self.pad_id)
+            pos = position_ids_from_mask(mask)
+            q, q_cache = q_step(vm, ids, mask, pos, use_cache=cfg.q_cache, target=cfg.q_head == "target")
+        out = torch.full((n, cfg.max_new_tokens), self.pad_id, dtype=torch.long)
+        finished = torch.zeros(n, dtype=torch.bool)
+        lengths = torch.zeros(n, dtype=torch.long)
+        dead = outside = row_steps = 0
+        dropped = 0.0
+        refused_before = sum(self.mapper.refused.values())
+        async with CompletionsClient(self.remote, self.transport) as client:
+            for t in range(cfg.max_new_tokens):
+                # Only unfinished rows are asked for, projected and drawn for (as in the local loop, where
+                # finished rows leave the batch): each row's generator is used once per token it generates.
+                alive = (~finished).nonzero().squeeze(-1)
+                active = alive.tolist()
+                unique = list(dict.fromkeys(tuple(rows[i]) for i in active))
+                answers = dict(zip(unique, await client.next_token_logprobs(unique), strict=True))
+                logits, lost = self._dense_logits([answers[tuple(rows[i])] for i in active])
+                dropped += lost
+                logits = logits.float()
+                if t < cfg.min_new_tokens:
+                    logits = logits.index_fill(-1, self.eos_ids, float("-inf"))
+                probs, proj = distribution(logits, q[alive] if q is not None else None, cfg)
+                row_steps += len(active)
+                if proj is not None:
+                    dead += int(proj.dead_end.sum())
+                    outside += int(proj.outside_support.sum())
+                drawn = draw(probs, [gens[i] for i in active] if gens is not None else None,
+                             greedy=not cfg.do_sample)
+                token = torch.full((n,), self.pad_id, dtype=torch.long)
+                token[alive] = drawn
+                out[:, t] = token
+                is_eos = torch.isin(token, self.eos_ids) & ~finished
+                lengths += (~finished & ~is_eos).long()
+                finished = finished | is_eos
+                for i in active:
+                    rows[i].append(int(token[i]))
+                if bool(finished.all()) or t == cfg.max_new_tokens - 1:
+                    break
+                if vm is not None:  # Q_D keeps every row (finished ones see padding) and its KV cache
+                    mask = torch.cat([mask, mask.new_ones(n, 1)], -1)
+                    step_ids = token.unsqueeze(-1)
+                    if cfg.q_cache:
+                        pos = pos[:, -1:] + 1
+                        q, q_cache = q_step(vm, step_ids, mask, pos, q_cache, target=cfg.q_head == "target")
+                    else:
+                        ids = torch.cat([ids, step_ids], -1)
+                        q, _ = q_step(vm, ids, mask, position_ids_from_mask(mask), use_cache=False,
+                                      target=cfg.q_head == "target")
+            stats = dict(client.stats)
+        lens = lengths.tolist()
+        texts = self.tokenizer.batch_decode([s[:m].tolist() for s, m in zip(out, lens, strict=True)],
+                                            skip_special_tokens=True)
+        stats |= {"dropped_mass": dropped, "unmapped_tokens": sum(self.mapper.refused.values()) - refused_before}
+        return GenerationResult(out, lens, texts, k, dead, outside, row_steps, stats)
+
+
+def build_remote_sampler(cfg: Any, value_model: Any = None, transport: Any = None) -> RemoteSampler:
+    """A :class:`RemoteSampler` from a ``generate.yaml`` config whose ``lm`` has ``source: openai``."""
+    remote = RemoteConfig.from_any(cfg.lm)
+    dec = DecodingConfig.from_any(cfg.decoding)
+    tokenizer = None
+    if remote.tokenizer is not None:
+        tokenizer = load_tokenizer(LMConfig(source="hub", name_or_path=remote.tokenizer, tokenizer=remote.tokenizer))
+    elif value_model is not None and value_model.tokenizer is not None:
+        tokenizer = value_model.tokenizer
+    if tokenizer is None:
+        raise ValueError("lm.tokenizer must name the API's tokenizer (e.g. smollm2 or gpt2) when there is no Q_D "
+                         "to take it from")
+    log.info("remote generator at %s, top-%d logprobs per step", remote.base_url, remote.top_logprobs)
+    return RemoteSampler(remote, tokenizer, value_model, dec, transport)

@@ -1,0 +1,68 @@
+"""Request bodies of the OpenAI-compatible endpoints, validated by pydantic (bad values -> HTTP 400).
+
+Only the fields this server honours are declared; other OpenAI fields (``user``, ``stream_options``, ...)
+are ignored, as vLLM does. Extensions: ``top_k``, ``rectify``, ``epsilon`` and ``return_tokens_as_token_ids``
+(vLLM's name: tokens are spelt ``"token_id:<id>"`` so a client maps them back to ids exactly).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class SamplingFields(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    n: int = Field(1, ge=1)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=-1)  # 0 or -1: off
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    stream: bool = False
+    rectify: bool | None = None  # None: the server's default (decoding.rectify)
+    epsilon: float | None = Field(None, ge=0.0, le=1.0)
+    return_tokens_as_token_ids: bool = False
+
+    @field_validator("top_k")
+    @classmethod
+    def _top_k_off(cls, v: int) -> int:
+        return 0 if v == -1 else v
+
+
+class CompletionRequest(SamplingFields):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int = Field(16, ge=1)
+    logprobs: int | None = Field(None, ge=0)
+    echo: bool = False
+
+    @field_validator("prompt")
+    @classmethod
+    def _non_empty(cls, v):
+        if isinstance(v, list) and (not v or any(isinstance(p, list) and not p for p in v)):
+            raise ValueError("prompt must not be empty")
+        return v
+
+    @field_validator("echo")
+    @classmethod
+    def _no_echo(cls, v: bool) -> bool:
+        if v:
+            raise ValueError("echo=true is not supported")
+        return v
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str
+
+
+class ChatRequest(SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0)

@@ -1,0 +1,190 @@
+"""The OpenAI-compatible server: the official client, rectification per request, 4xx on bad input, load."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+
+import httpx
+import openai
+import pytest
+import torch
+from fastapi.responses import JSONResponse
+
+from rectify.decoding import DecodingConfig, RectifiedSampler, caps_from_q
+from rectify.lm import load_lm
+from rectify.serving import Engine, create_app, running_server
+from rectify.serving.app import ServeSettings
+from tests.conftest import tiny_lm_config
+from tests.test_decoding_sampler import one_thread  # noqa: F401 - the autouse one-thread fixture
+from tests.toy_models import constant_q_model
+
+MODEL = "tiny"
+
+
+def tiny_generator():
+    """A tiny random Llama (SmolLM2's tokenizer, which has a chat template) whose top token takes most mass."""
+    gen, tok = load_lm(tiny_lm_config("llama"))
+    with torch.no_grad():
+        gen.get_output_embeddings().weight.mul_(16)
+    return gen.eval(), tok
+
+
+def tiny_app(gen, tok, value_model=None, **settings):
+    """The server's app around ``gen``; plain by default, rectified by default when given a Q_D."""
+    rectify = value_model is not None
+    sampler = RectifiedSampler(gen, tok, value_model, DecodingConfig(rectify=rectify))
+    return create_app(Engine(sampler), ServeSettings(**({"model_name": MODEL, "rectify": rectify} | settings)))
+
+
+def inject_faults(app) -> collections.deque:
+    """Answer POST /v1/completions with the statuses pushed on the returned deque ("pass": serve it)."""
+    faults: collections.deque = collections.deque()
+
+    @app.middleware("http")
+    async def fault(request, call_next):
+        if request.method == "POST" and request.url.path == "/v1/completions" and faults:
+            status = faults.popleft()
+            if status != "pass":
+                return JSONResponse({"error": {"message": f"injected {status}"}}, status, {"Retry-After": "0"})
+        return await call_next(request)
+
+    return faults
+
+
+@pytest.fixture(scope="module")
+def models():
+    gen, tok = tiny_generator()
+    top = int(gen(torch.tensor([tok("Hello there")["input_ids"]])).logits[0, -1].argmax())
+    q = torch.zeros(len(tok))
+    q[top] = -0.7  # cap(top) = 1 - 0.7 - 0.1 = 0.2
+    return gen, tok, constant_q_model("llama", q), top
+
+
+@pytest.fixture(scope="module")
+def server(models):
+    gen, tok, vm, _ = models
+    app = tiny_app(gen, tok, vm, max_logprobs=50, max_tokens=64, rectify=False)
+    with running_server(app) as url:
+        yield url, app
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server[0] + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def test_official_client_completions_and_chat(client, models):
+    _, tok, _, _ = models
+    assert [m.id for m in client.models.list().data] == [MODEL]
+    c = client.completions.create(model=MODEL, prompt=["Hello there", "Why"], max_tokens=4, n=2, seed=3,
+                                  logprobs=3)
+    assert len(c.choices) == 4 and sorted(x.index for x in c.choices) == [0, 1, 2, 3]
+    first = c.choices[0]
+    assert len(first.logprobs.tokens) == len(first.logprobs.top_logprobs) == 4 - (first.finish_reason == "stop")
+    assert all(len(t) <= 3 for t in first.logprobs.top_logprobs) and c.usage.completion_tokens > 0
+    again = client.completions.create(model=MODEL, prompt=["Hello there", "Why"], max_tokens=4, n=2, seed=3)
+    assert [x.text for x in again.choices] == [x.text for x in c.choices]  # seeded: repeatable
+    ids = tok("Hello there")["input_ids"]
+    by_ids = client.completions.create(model=MODEL, prompt=ids, max_tokens=4, seed=3)
+    assert by_ids.choices[0].text == c.choices[0].text  # a token-id prompt is the same prompt
+    chat = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi!"}], max_tokens=5,
+                                          logprobs=True, top_logprobs=2, seed=1)
+    msg = chat.choices[0]
+    assert msg.message.role == "assistant" and len(msg.logprobs.content) >= 1
+    assert all(len(x.top_logprobs) <= 2 and x.bytes is not None for x in msg.logprobs.content)
+
+
+def test_streaming_matches_the_whole_answer(client):
+    whole = client.completions.create(model=MODEL, prompt="Hello there", max_tokens=6, seed=7)
+    chunks = list(client.completions.create(model=MODEL, prompt="Hello there", max_tokens=6, seed=7, stream=True))
+    assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == whole.choices[0].text
+    assert any(ch.choices and ch.choices[0].finish_reason for ch in chunks)
+    chat = list(client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}],
+                                               max_tokens=4, seed=2, stream=True))
+    whole_chat = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}],
+                                                max_tokens=4, seed=2)
+    assert "".join(ch.choices[0].delta.content or "" for ch in chat if ch.choices) == \
+        whole_chat.choices[0].message.content
+
+
+def test_rectify_per_request_caps_the_returned_logprobs(client, models):
+    """logprobs are those of the distribution sampled from: under rectification the top token <= its cap."""
+    _, _, _, top = models
+    kw = {"model": MODEL, "prompt": "Hello there", "max_tokens": 1, "logprobs": 5,
+          "extra_body": {"return_tokens_as_token_ids": True}}
+    plain = client.completions.create(**kw).choices[0].logprobs.top_logprobs[0]
+    assert plain[f"token_id:{top}"] > torch.log(torch.tensor(0.5))  # without caps it dominates
+    rect = client.completions.create(**kw | {"extra_body": kw["extra_body"] | {"rectify": True}})
+    lp = rect.choices[0].logprobs.top_logprobs[0][f"token_id:{top}"]
+    assert abs(lp - float(torch.log(caps_from_q(torch.tensor(-0.7), 0.1)))) < 1e-5
+    assert rect.model_extra["rectify"] == {"enabled": True, "epsilon": 0.1, "dead_ends": 0, "outside_support": 0,
+                                           "row_steps": 1}
+    strict = client.completions.create(**kw | {"extra_body": {"rectify": True, "epsilon": 1.0}})
+    assert strict.model_extra["rectify"]["dead_ends"] == 1  # caps = p_min (1e-5) x 49152 tokens < 1: no distribution fits
+    assert strict.choices[0].model_extra["dead_ends"] == 1
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"model": "gpt-4", "prompt": "x"}, 404, "does not exist"),
+    ({"model": MODEL, "prompt": "x", "temperature": 5}, 400, "temperature"),
+    ({"model": MODEL, "prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
+    ({"model": MODEL, "prompt": "x", "max_tokens": 65}, 400, "maximum 64"),
+    ({"model": MODEL, "prompt": "x", "logprobs": 51}, 400, "maximum 50"),
+    ({"model": MODEL, "prompt": [10**9]}, 400, "outside the vocabulary"),
+    ({"model": MODEL, "prompt": "word " * 300, "max_tokens": 8}, 400, "context"),
+    ({"model": MODEL, "prompt": []}, 400, "empty"),
+    ({"model": MODEL, "prompt": "x", "epsilon": 2}, 400, "epsilon"),
+    ({"model": MODEL}, 400, "prompt"),
+    ({"model": MODEL, "messages": []}, 400, "messages"),
+])
+def test_bad_requests_get_a_4xx_with_a_message(server, body, status, words):
+    url = server[0] + ("/v1/chat/completions" if "messages" in body else "/v1/completions")
+    r = httpx.post(url, json=body, timeout=30)
+    assert r.status_code == status, r.text
+    assert words in r.json()["error"]["message"]
+
+
+def test_malformed_json_and_unknown_routes(server):
+    url = server[0]
+    r = httpx.post(url + "/v1/completions", content=b'{"model": "tiny", "prompt": ', timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["message"]
+    assert httpx.get(url + "/v1/nothing", timeout=30).status_code == 404
+    assert httpx.get(url + "/health", timeout=30).json()["status"] == "ok"  # still serving
+
+
+def test_official_client_sees_typed_errors(client):
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="nope", prompt="x")
+    with pytest.raises(openai.BadRequestError, match="top_p"):
+        client.completions.create(model=MODEL, prompt="x", top_p=0)
+
+
+def test_plain_server_refuses_rectify(models):
+    gen, tok, _, _ = models
+    with running_server(tiny_app(gen, tok)) as url:
+        r = httpx.post(url + "/v1/completions", json={"model": MODEL, "prompt": "x", "rectify": True}, timeout=30)
+        assert r.status_code == 400 and "without a Q_D" in r.json()["error"]["message"]
+        chat = httpx.post(url + "/v1/chat/completions", timeout=30,
+                          json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        assert chat.status_code == 200
+
+
+def test_200_concurrent_requests_are_all_answered_in_batches(server):
+    url, app = server
+    batches_before = app.state.service.batcher.batches
+
+    async def hammer() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+            return await asyncio.gather(*(http.post("/v1/completions", json={
+                "model": MODEL, "prompt": f"Request number {i}", "max_tokens": 2, "seed": i}) for i in range(200)))
+
+    t0 = time.monotonic()
+    answers = asyncio.run(asyncio.wait_for(hammer(), timeout=90))
+    assert time.monotonic() - t0 < 90
+    assert [r.status_code for r in answers] == [200] * 200
+    assert all(len(r.json()["choices"]) == 1 for r in answers)
+    assert app.state.service.batcher.batches - batches_before < 100  # requests shared batches

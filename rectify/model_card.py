@@ -200,6 +200,20 @@ def _validation_section(info: CardInfo) -> str:
     return head + _table(val, ("metric (last validation epoch)", "value"))
 
 
+def _calibration_section(model: ValueModel) -> str:
+    from rectify.calibration import CALIBRATION_FILE, QCalibration
+
+    cal = model.q_transform
+    if not isinstance(cal, QCalibration):
+        return ("None: Q_D's raw values enter the cap (fit one with `python scripts/calibrate.py "
+                "value_model_path=<this dir>`).")
+    stats = cal.stats
+    return (f"`{CALIBRATION_FILE}`: a monotone ({cal.method}) map from raw Q to -P(toxic ending), fitted on "
+            f"{stats.get('pairs', '?')} continuation steps of the validation split and applied whenever this "
+            "Q_D is loaded (`ValueModel.from_pretrained(dir, calibration=False)` gives raw Q).\n\n"
+            + _table({k: stats[k] for k in sorted(stats)}, ("calibration statistic", "value")))
+
+
 def _decoding_section(info: CardInfo) -> str:
     settings, from_config = recommended_decoding(info)
     where = "the training config's `card.recommended`" if from_config else \
@@ -242,7 +256,8 @@ def render(model: ValueModel, info: CardInfo | Mapping[str, Any] | None = None) 
     sections = [
         ("Backbone", _backbone_section(model, info)), ("Training data", _data_section(info)),
         ("Labeller", _labeller_section(info)), ("Training recipe", _recipe_section(info)),
-        ("Validation", _validation_section(info)), ("Recommended decoding", _decoding_section(info)),
+        ("Validation", _validation_section(info)), ("Calibration", _calibration_section(model)),
+        ("Recommended decoding", _decoding_section(info)),
         ("How to load", _usage_section(settings["epsilon"])),
     ]
     body = ("# Q_D: a dead-end value model for rectified decoding\n\n"

@@ -85,3 +85,20 @@ def test_required_calibration_missing_is_a_clear_error(tiny_llama, tmp_path):
     assert ValueModel.from_pretrained(out).q_transform is None
     with pytest.raises(FileNotFoundError, match=CALIBRATION_FILE):
         ValueModel.from_pretrained(out, calibration=True)
+
+
+def test_train_fits_calibration_on_validation_and_the_card_names_it(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from rectify.training.run import train
+
+    configs = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "configs")
+    with initialize_config_dir(config_dir=configs, version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}", "+experiment=smollm2", "debug=smoke"])
+    assert cfg.calibration.enabled  # the default recipe calibrates
+    metrics = train(cfg)
+    export = tmp_path / "value_model"
+    cal = QCalibration.load(export)
+    assert cal is not None and cal.stats["pairs"] == metrics["calibration/pairs"]
+    assert CALIBRATION_FILE in (export / "README.md").read_text()
+    assert isinstance(ValueModel.from_pretrained(export).q_transform, QCalibration)

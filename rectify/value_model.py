@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -138,6 +138,8 @@ class ValueModel(nn.Module):
         self.value_config = ValueConfig.from_any(value_config)
         self.backbone = backbone
         self.tokenizer = tokenizer
+        # a monotone map raw Q -> calibrated Q (rectify.calibration), applied by q_values; set by from_pretrained
+        self.q_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
         hidden = backbone.config.get_text_config().hidden_size
         vocab = backbone.get_output_embeddings().weight.shape[0] if backbone.get_output_embeddings() is not None \
             else backbone.config.get_text_config().vocab_size
@@ -307,8 +309,9 @@ class ValueModel(nn.Module):
         return out.last_hidden_state
 
     def q_values(self, hidden: torch.Tensor, target: bool = False) -> torch.Tensor:
-        """Q for the whole vocabulary ``[B, T, V]`` (decoding)."""
-        return (self.target_head if target else self.head)(hidden)
+        """Q for the whole vocabulary ``[B, T, V]`` (decoding; calibrated when a calibration is attached)."""
+        q = (self.target_head if target else self.head)(hidden)
+        return q if self.q_transform is None else self.q_transform(q)
 
     def q_taken(self, hidden: torch.Tensor, actions: torch.Tensor, target: bool = False) -> torch.Tensor:
         """Q at the taken tokens ``[B, T]`` (the loss's fast path; equal to gathering ``q_values``)."""
@@ -345,6 +348,10 @@ class ValueModel(nn.Module):
         save_file(tensors, str(directory / HEADS_FILE))
         (directory / VALUE_CONFIG_FILE).write_text(json.dumps(asdict(self.value_config), indent=2) + "\n")
         write_model_card(directory, self, card)
+        from rectify.calibration import QCalibration
+
+        if isinstance(self.q_transform, QCalibration):  # a loaded, calibrated Q_D saves with its map
+            self.q_transform.save(directory)
         return directory
 
     def push_to_hub(self, repo_id: str, *, card: Any = None, private: bool | None = None, token: str | None = None,
@@ -361,8 +368,12 @@ class ValueModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, dtype: torch.dtype | str | None = None,
-                        device: str | torch.device | None = None) -> ValueModel:
-        """Load a directory written by :meth:`save_pretrained` (no Hydra config needed)."""
+                        device: str | torch.device | None = None, calibration: bool | str = "auto") -> ValueModel:
+        """Load a directory written by :meth:`save_pretrained` (no Hydra config needed).
+
+        ``calibration``: ``"auto"`` applies the dir's ``calibration.json`` (rectify.calibration) when there is
+        one, ``True`` requires it, ``False`` gives raw Q.
+        """
         from safetensors.torch import load_file
 
         directory = Path(directory)
@@ -388,6 +399,16 @@ class ValueModel(nn.Module):
         model.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
         model.target_head.load_state_dict(
             {k[12:]: v for k, v in state.items() if k.startswith("target_head.")})
+        if calibration not in ("auto", True, False):
+            raise ValueError(f"calibration must be 'auto', true or false, got {calibration!r}")
+        if calibration:
+            from rectify.calibration import CALIBRATION_FILE, QCalibration
+
+            model.q_transform = QCalibration.load(directory)
+            if model.q_transform is None and calibration is True:
+                raise FileNotFoundError(f"{directory} has no {CALIBRATION_FILE}: fit one with "
+                                        f"`python scripts/calibrate.py value_model_path={directory}`, or pass "
+                                        "decoding.calibration=false for raw Q")
         if device is not None:
             model.to(device)
         return model.eval()

@@ -38,6 +38,7 @@ class DecodingConfig:
     dtype: str = "float32"  # Q_D's weights: auto | float32 | bfloat16 (the generator's: lm.dtype); math stays fp32
     sparse_support: bool = True  # with top-k / top-p: Q_D's vocabulary head only on the kept tokens (exact)
     support_mass: float = 1.0  # < 1: Q only on the smallest set holding this mass; the rest unrectified (approx.)
+    calibration: Any = "auto"  # apply the Q_D's calibration.json: "auto" (when it has one) | True (required) | False
 
     def __post_init__(self) -> None:
         if self.q_head not in ("online", "target"):
@@ -49,6 +50,8 @@ class DecodingConfig:
             raise ValueError("num_return_sequences must be >= 1")
         if self.shared_backbone not in ("auto", True, False):
             raise ValueError(f"shared_backbone must be 'auto', true or false, got {self.shared_backbone!r}")
+        if self.calibration not in ("auto", True, False):
+            raise ValueError(f"calibration must be 'auto', true or false, got {self.calibration!r}")
         if not 0.0 < self.support_mass <= 1.0:
             raise ValueError(f"support_mass must be in (0, 1], got {self.support_mass}")
         self.caps  # validates epsilon / p_min / p_max / mode  # noqa: B018

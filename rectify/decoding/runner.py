@@ -78,7 +78,7 @@ def load_value_model(cfg: Any, dec: DecodingConfig, lm_cfg: Any, device: torch.d
     if dec.rectify:
         path = cfg.get("value_model_path")
         if path:
-            vm = ValueModel.from_pretrained(path, device=device)
+            vm = ValueModel.from_pretrained(path, device=device, calibration=dec.calibration)
         elif cfg.get("untrained_value_model"):
             log.warning("untrained Q_D (smoke run): the caps are meaningless")
             vm = ValueModel.from_lm(lm_cfg, _container(cfg.get("value_config") or {})).to(device)

@@ -53,6 +53,22 @@ def build_datamodule(cfg: DictConfig, module: ValueLightningModule) -> ValueData
     return ValueDataModule(module.tokenizer, q_min=vc.q_min, q_max=vc.q_max, **data)
 
 
+def fit_calibration(module: ValueLightningModule, datamodule: ValueDataModule,
+                    max_knots: int = 200) -> dict[str, float]:
+    """Fit Q_D's calibration on the validation split and attach it (saved with the export, named in its card)."""
+    from rectify.calibration import calibrate
+
+    try:
+        cal = calibrate(module.model.eval(), datamodule.val_dataloader(), module.threshold, max_knots)
+    except ValueError as exc:  # e.g. a validation split with one class only: keep the raw Q_D
+        log.warning("no calibration fitted: %s", exc)
+        return {}
+    module.model.q_transform = cal
+    print(f"calibration (isotonic, {cal.stats['pairs']} validation steps): Brier {cal.stats['brier_raw']:.4f} raw "
+          f"-> {cal.stats['brier_calibrated']:.4f} calibrated", flush=True)
+    return {f"calibration/{k}": float(v) for k, v in cal.stats.items()}
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit Q_D; export the final model to ``<run dir>/value_model``; return the final logged metrics."""
     if cfg.get("seed") is not None:
@@ -67,6 +83,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if cfg.get("export", True) and trainer.is_global_zero:
+        cal_cfg = cfg.get("calibration") or {}
+        if cal_cfg.get("enabled", False):
+            metrics |= fit_calibration(module, datamodule, int(cal_cfg.get("max_knots", 200)))
         card = run_card_info(cfg, metrics, datamodule.train_path, datamodule.val_path)  # README.md of the export
         path = module.model.save_pretrained(Path(cfg.paths.output_dir) / "value_model", card=card)
         metrics["export"] = str(path)  # type: ignore[assignment]

@@ -9,6 +9,7 @@ the server's message on any other 4xx (retrying a bad request only wastes quota)
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import time
@@ -20,6 +21,7 @@ import httpx
 
 from rectify.config_utils import config_values
 
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request drowns the progress bar
 RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 
 

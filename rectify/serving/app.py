@@ -226,8 +226,11 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}" for e in exc.errors()]
-        first = exc.errors()[0].get("loc", ()) if exc.errors() else ()
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return _error(400, f"the request body is not valid JSON ({errors[0].get('ctx', {}).get('error', '')})")
+        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}" for e in errors]
+        first = errors[0].get("loc", ()) if errors else ()
         return _error(400, "; ".join(parts), str(first[1]) if len(first) > 1 else None)
 
     @app.exception_handler(StarletteHTTPException)

@@ -144,7 +144,12 @@ class RemoteSampler:
         lens = lengths.tolist()
         texts = self.tokenizer.batch_decode([s[:m].tolist() for s, m in zip(out, lens, strict=True)],
                                             skip_special_tokens=True)
-        stats |= {"dropped_mass": dropped, "unmapped_tokens": sum(self.mapper.refused.values()) - refused_before}
+        unmapped = sum(self.mapper.refused.values()) - refused_before
+        if unmapped:
+            log.warning("%d returned tokens matched no single id of Q_D's vocabulary and were left out (most "
+                        "frequent: %s); is lm.tokenizer the API's tokenizer?", unmapped,
+                        [t for t, _ in self.mapper.refused.most_common(5)])
+        stats |= {"dropped_mass": dropped, "unmapped_tokens": unmapped}
         return GenerationResult(out, lens, texts, k, dead, outside, row_steps, stats)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from rectify.data import continuations as cont
 from rectify.data.jsonl import iter_jsonl, read_jsonl
@@ -19,26 +18,22 @@ def sampling(**kw) -> cont.SamplingConfig:
     return cont.SamplingConfig(**{"k": 3, "max_new_tokens": 5, "seed": 11, **kw})
 
 
-def test_rowwise_sampler_top_k_min_tokens_and_seeds():
-    torch.manual_seed(0)
-    scores = torch.randn(4, 50)
-    scores[3] = scores[0]
-    cfg = sampling(top_k=3, min_new_tokens=2)
-    eos = int(scores[0].argmax())  # forbid the most likely token of row 0 as "EOS"
-    out = cont.RowwiseSampler([1, 2, 3, 1], prompt_len=4, cfg=cfg, eos_ids=[eos], device=torch.device("cpu"))(
-        torch.zeros(4, 4, dtype=torch.long), scores.clone())
-    chosen = out.argmax(-1)
-    assert torch.isfinite(out).sum(-1).tolist() == [1, 1, 1, 1]
-    masked = scores.clone()
-    masked[:, eos] = float("-inf")
-    top3 = masked.topk(3, dim=-1).indices
-    assert all(int(chosen[i]) in top3[i].tolist() for i in range(4))
-    assert int(chosen[0]) != eos
-    assert chosen[0] == chosen[3]  # same seed, same logits, same draw
-    # top_p small enough keeps only the argmax
-    out = cont.RowwiseSampler([5] * 4, 0, sampling(top_p=1e-6), [], torch.device("cpu"))(
-        torch.zeros(4, 0, dtype=torch.long), scores.clone())
-    assert out.argmax(-1).tolist() == scores.argmax(-1).tolist()
+def test_batches_by_length_and_rows():
+    items = [(0, "a long prompt here"), (1, "hi"), (2, "mid size"), (3, "hi")]
+    assert [i for i, _ in cont.by_length(items)] == [1, 3, 2, 0]
+    assert cont.prompts_per_batch(256, 8) == 32 and cont.prompts_per_batch(5, 8) == 1
+    assert cont.batch_rows("auto") == cont.AUTO_ROWS["cpu"] and cont.batch_rows("auto", "gpu") == cont.AUTO_ROWS["cuda"]
+    assert cont.batch_rows(80) == 80
+
+
+def test_top_k_one_is_greedy_and_min_new_tokens_holds(tiny_gpt2):
+    model, tok = tiny_gpt2
+    outs = []
+    for seed in (1, 2):
+        m = cont.ContinuationModule(sampling(top_k=1, seed=seed, min_new_tokens=5), model=model, tokenizer=tok)
+        m.setup("predict")
+        outs.append(m.predict_step({"index": [0], "text": ["You are such a"]}))
+    assert outs[0] == outs[1] and len({g["text"] for g in outs[0][0]["generations"]}) == 1
 
 
 def test_continuations_do_not_depend_on_batching(tiny_gpt2):
@@ -88,7 +83,8 @@ def test_killed_generation_resumes_without_duplicates(tmp_path, tiny_gpt2):
     shard = shards / "shard-rank0000.jsonl"
     assert len(read_jsonl(shard)) == 4
     shard.write_bytes(shard.read_bytes()[:-30])  # the last line was cut mid-write
-    assert cont.done_indices(shards) == {0, 1, 2}
+    first = cont.by_length([(i, p["prompt"]["text"]) for i, p in enumerate(PROMPTS)])[:3]  # shortest first
+    assert cont.done_indices(shards) == {i for i, _ in first}
     with pytest.raises(RuntimeError, match="have no continuations yet"):
         cont.merge_shards(shards, PROMPTS, tmp_path / "out.jsonl")
     todo = cont.generate_continuations(PROMPTS, shards, cont.ContinuationModule(sampling(), model=model, tokenizer=tok),

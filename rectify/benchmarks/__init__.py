@@ -6,4 +6,5 @@ Speed claims are ratios measured within one process on the same inputs, never ab
 BENCHES: dict[str, str] = {
     "train_step": "rectify.benchmarks.train_step",
     "decoding": "rectify.benchmarks.decoding",
+    "generation": "rectify.benchmarks.generation",
 }

@@ -30,6 +30,7 @@ from rectify.data.dead_ends import mark_dead_ends
 from rectify.data.eval_split import ensure_eval_split
 from rectify.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
 from rectify.data.stages import Stage, fingerprint
+from rectify.lm import resolved_dtype_name
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,13 @@ def predict_trainer_kwargs(trainer: Any, extra: Any = None) -> dict[str, Any]:
     return {**base, **(_plain(extra) or {})}
 
 
+def _lm_fingerprint(lm: Any) -> Any:
+    """The generator's config as the continuations' fingerprint sees it: its dtype is an execution detail
+    (like the batch size it only moves float rounding; it is recorded in the stage's done info), so data
+    built in fp32 before ``dtype: auto`` existed stays valid and resumable."""
+    return {**lm, "dtype": "float32"} if isinstance(lm, dict) and "dtype" in lm else lm
+
+
 def scorer_cfg(build: Any) -> Any:
     override = build.get("scorer_override")
     return override if override is not None else build["scorer"]
@@ -98,8 +106,9 @@ class Pipeline:
         p_fp = {k: v for k, v in p.items() if k not in ("batch_size", "eval_split")}
         self.fp["prompts"] = fingerprint(p_fp, self.cfg["seed"], scorer_fp,
                                          self.cfg["lm"] if p["split_mode"] == "first_tokens" else None)
-        c = {k: v for k, v in self.cfg["continuations"].items() if k not in ("trainer", "batch_size", "num_threads")}
-        self.fp["continuations"] = fingerprint(self.fp["prompts"], c, self.cfg["lm"], self.cfg["seed"])
+        c = {k: v for k, v in self.cfg["continuations"].items()
+             if k not in ("trainer", "batch_size", "batch_rows", "num_threads")}
+        self.fp["continuations"] = fingerprint(self.fp["prompts"], c, _lm_fingerprint(self.cfg["lm"]), self.cfg["seed"])
         labeller = self._labeller_cfg()
         self.fp["labels"] = fingerprint(self.fp["continuations"], scorer_fp if labeller is None else labeller)
         # a key left at its "off" default does not change the output, so data built before it existed stays valid
@@ -178,13 +187,16 @@ class Pipeline:
         module = cont.ContinuationModule(sampling, lm_cfg=self.cfg["lm"], num_threads=c.get("num_threads"))
         trainer = cont.make_trainer(self.trainer_kwargs, shard_dir)
         t0 = time.perf_counter()
-        todo = cont.generate_continuations(prompts, shard_dir, module, trainer, batch_size=c["batch_size"])
+        rows = cont.batch_rows(c.get("batch_rows"), self.trainer_kwargs.get("accelerator"))
+        batch = c.get("batch_size") or cont.prompts_per_batch(rows, c["k"])
+        todo = cont.generate_continuations(prompts, shard_dir, module, trainer, batch_size=batch)
         elapsed = time.perf_counter() - t0
         if not trainer.is_global_zero:
             return {"rank": trainer.global_rank}
         n = cont.merge_shards(shard_dir, prompts, self.out / GENERATIONS)
         info = {"prompts": n, "generations": n * c["k"], "generated_this_run": todo,
-                "seconds_this_run": round(elapsed, 1)}
+                "seconds_this_run": round(elapsed, 1), "dtype": resolved_dtype_name(self.cfg["lm"]),
+                "prompts_per_batch": batch}
         st.finish(info)
         shutil.rmtree(shard_dir, ignore_errors=True)
         return info

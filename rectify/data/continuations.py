@@ -3,8 +3,9 @@
 Plain sampling (temperature, top-k, top-p) of the *un-rectified* LM: this is the behaviour policy whose
 outcomes Q_D learns from. Every (prompt, sample) row draws from its own ``torch.Generator`` seeded by
 (seed, prompt index, sample index), so a resumed or differently batched / sharded run samples the same
-continuations (up to float noise of padding). The sampling happens in a logits processor that leaves a
-single finite logit, so ``generate`` (greedy) keeps its KV cache, EOS and padding handling.
+continuations (up to float noise of padding). The loop is the project's own sampler
+(:class:`rectify.decoding.RectifiedSampler` without Q_D): batches of a few hundred rows (``batch_rows``),
+prompts sorted by length so little is padding, and rows that reach EOS leave the batch.
 
 Each rank appends its results to its own shard file through a :class:`~lightning.pytorch.callbacks.
 BasePredictionWriter`; rank 0 merges the shards in prompt order at the end. A ``ddp`` trainer (GPUs,
@@ -24,7 +25,6 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Dataset
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from rectify.data.jsonl import JSONLAppender, iter_jsonl, repair_tail, write_jsonl_atomic
 
@@ -52,45 +52,33 @@ def row_seed(seed: int, prompt_index: int, sample: int) -> int:
     return (seed * 1_000_003 + prompt_index * 9_176 + sample * 7_919 + 12_345) % (2**63 - 1)
 
 
-class RowwiseSampler(LogitsProcessor):
-    """Sample the next token per row with its own generator; return logits with only that token finite.
+def decoding_config(cfg: SamplingConfig) -> Any:
+    """The plain (un-rectified) decoding settings of the behaviour policy."""
+    from rectify.decoding import DecodingConfig
 
-    Applies temperature, top-k and top-p first, and forbids EOS until ``min_new_tokens`` were generated.
-    """
+    return DecodingConfig(rectify=False, do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k or 0,
+                          top_p=cfg.top_p if cfg.top_p is not None else 1.0, max_new_tokens=cfg.max_new_tokens,
+                          min_new_tokens=cfg.min_new_tokens, num_return_sequences=cfg.k)
 
-    def __init__(self, seeds: Sequence[int], prompt_len: int, cfg: SamplingConfig, eos_ids: Sequence[int],
-                 device: torch.device) -> None:
-        self.generators = []
-        for s in seeds:
-            g = torch.Generator(device=device)
-            g.manual_seed(int(s))
-            self.generators.append(g)
-        self.prompt_len = prompt_len
-        self.cfg = cfg
-        self.eos_ids = list(eos_ids)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scores = scores.float()
-        step = input_ids.shape[1] - self.prompt_len
-        if step < self.cfg.min_new_tokens and self.eos_ids:
-            scores[:, self.eos_ids] = float("-inf")
-        if self.cfg.temperature != 1.0:
-            scores = scores / self.cfg.temperature
-        if self.cfg.top_k:
-            kth = torch.topk(scores, min(self.cfg.top_k, scores.shape[-1]), dim=-1).values[:, -1:]
-            scores = scores.masked_fill(scores < kth, float("-inf"))
-        probs = torch.softmax(scores, dim=-1)
-        if self.cfg.top_p is not None and self.cfg.top_p < 1.0:
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            # keep the smallest prefix whose mass reaches top_p (always at least the top token)
-            drop = (sorted_p.cumsum(-1) - sorted_p) >= self.cfg.top_p
-            sorted_p = sorted_p.masked_fill(drop, 0.0)
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-        chosen = torch.stack([torch.multinomial(probs[i], 1, generator=g)[0]
-                              for i, g in enumerate(self.generators)])
-        out = torch.full_like(scores, float("-inf"))
-        out.scatter_(1, chosen[:, None], 0.0)
-        return out
+def prompts_per_batch(batch_rows: int, k: int) -> int:
+    """Prompts per batch so that a batch holds about ``batch_rows`` sequences (at least one prompt)."""
+    return max(1, int(batch_rows) // max(1, int(k)))
+
+
+AUTO_ROWS = {"cpu": 256, "cuda": 1024}  # sequences per batch that fill the device (docs/performance.md)
+
+
+def batch_rows(setting: int | str | None, accelerator: str | None = None) -> int:
+    """``batch_rows: auto`` -> a size per device (CUDA when the trainer's accelerator is a GPU), else as given."""
+    if setting in (None, "auto"):
+        return AUTO_ROWS["cuda" if accelerator in ("gpu", "cuda") else "cpu"]
+    return int(setting)
+
+
+def by_length(items: Sequence[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Prompts ordered by length (then index), so a batch pads little; outputs do not depend on the order."""
+    return sorted(items, key=lambda item: (len(item[1]), item[0]))
 
 
 class PromptDataset(Dataset):
@@ -137,6 +125,10 @@ class ContinuationModule(pl.LightningModule):
             self.lm, self.tokenizer = load_lm(self.lm_cfg)
             self.lm.to(self.device)
         self.lm.eval()
+        from rectify.decoding import RectifiedSampler
+
+        self.sampler = RectifiedSampler(self.lm, self.tokenizer, None, decoding_config(self.sampling),
+                                        eos_token_ids=self._eos_ids())
 
     def _eos_ids(self) -> list[int]:
         eos = self.lm.generation_config.eos_token_id if self.lm.generation_config is not None else None
@@ -147,23 +139,13 @@ class ContinuationModule(pl.LightningModule):
     @torch.no_grad()
     def predict_step(self, batch: dict[str, Any], batch_idx: int = 0, dataloader_idx: int = 0) -> list[dict]:
         cfg = self.sampling
-        tok = self.tokenizer
-        tok.padding_side = "left"
-        enc = tok(batch["text"], return_tensors="pt", padding=True, truncation=True,
-                  max_length=cfg.max_prompt_tokens, add_special_tokens=True)
-        ids = enc["input_ids"].repeat_interleave(cfg.k, dim=0).to(self.device)
-        mask = enc["attention_mask"].repeat_interleave(cfg.k, dim=0).to(self.device)
-        seeds = [row_seed(cfg.seed, idx, j) for idx in batch["index"] for j in range(cfg.k)]
-        eos = self._eos_ids()
-        sampler = RowwiseSampler(seeds, ids.shape[1], cfg, eos, self.device)
-        gen_cfg = GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=False, num_beams=1,
-                                   pad_token_id=tok.pad_token_id, eos_token_id=eos or None)
-        out = self.lm.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg,
-                               logits_processor=LogitsProcessorList([sampler]))
-        texts = tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+        ids, mask = self.sampler.encode(batch["text"], max_tokens=cfg.max_prompt_tokens)
+        # the sampler seeds sample j of a prompt from (prompt seed, j): one seed per prompt
+        seeds = [row_seed(cfg.seed, idx, 0) for idx in batch["index"]]
+        res = self.sampler.generate_ids(ids, mask, seeds)
         records = []
         for i, idx in enumerate(batch["index"]):
-            gens = [{"text": t} for t in texts[i * cfg.k:(i + 1) * cfg.k]]
+            gens = [{"text": t} for t in res.texts[i * cfg.k:(i + 1) * cfg.k]]
             records.append({"index": int(idx), "generations": gens})
         return records
 
@@ -229,11 +211,11 @@ def generate_continuations(
     *,
     batch_size: int,
 ) -> int:
-    """Continue every prompt not yet in a shard; returns how many were left to do on this call."""
+    """Continue every prompt not yet in a shard (shortest first); returns how many were left on this call."""
     shard_dir = Path(shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
     done = done_indices(shard_dir)
-    todo = [(i, p["prompt"]["text"]) for i, p in enumerate(prompts) if i not in done]
+    todo = by_length([(i, p["prompt"]["text"]) for i, p in enumerate(prompts) if i not in done])
     log.info("continuations: %d prompts done, %d to go", len(done), len(todo))
     if todo:
         loader = DataLoader(PromptDataset(todo), batch_size=batch_size, shuffle=False, collate_fn=collate)

@@ -45,6 +45,22 @@ class GenerationResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+def _repeat(k: int, *outputs: Any) -> tuple[Any, ...]:
+    """Repeat per-prompt step outputs (tensors, KV caches) for ``k`` samples each, prompt-major."""
+    if k == 1:
+        return outputs
+    out = []
+    for x in outputs:
+        if isinstance(x, torch.Tensor):
+            out.append(x.repeat_interleave(k, 0))
+        elif x is not None:
+            x.batch_repeat_interleave(k)
+            out.append(x)
+        else:
+            out.append(None)
+    return tuple(out)
+
+
 def row_seed(seed: int, sample: int) -> int:
     """Seed of sample ``j`` of a prompt whose seed is ``seed`` (stable, so resumed runs repeat)."""
     return (int(seed) * 1_000_003 + int(sample)) % (2**63 - 1)
@@ -103,10 +119,12 @@ class RectifiedSampler:
 
     # ------------------------------------------------------------------ encoding
 
-    def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded ``(input_ids, attention_mask)``; an empty prompt becomes the BOS (or EOS) token."""
+    def encode(self, prompts: Sequence[str], max_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ``(input_ids, attention_mask)``; an empty prompt becomes the BOS (or EOS) token.
+
+        ``max_tokens`` keeps each prompt's first tokens only."""
         start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
-        rows = [self.tokenizer(p, add_special_tokens=True)["input_ids"] or [start] for p in prompts]
+        rows = [self.tokenizer(p, add_special_tokens=True)["input_ids"][:max_tokens] or [start] for p in prompts]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -201,10 +219,10 @@ class RectifiedSampler:
         cfg = self.cfg
         k = cfg.num_return_sequences
         dev = self.device
-        ids = input_ids.to(dev).repeat_interleave(k, 0)
-        mask = attention_mask.to(dev).long().repeat_interleave(k, 0)
-        if mask.shape != ids.shape or bool((mask.sum(-1) == 0).any()):
+        prompt_ids, prompt_mask = input_ids.to(dev), attention_mask.to(dev).long()
+        if prompt_mask.shape != prompt_ids.shape or bool((prompt_mask.sum(-1) == 0).any()):
             raise ValueError("every prompt needs at least one real token and a mask of the same shape")
+        ids, mask = prompt_ids.repeat_interleave(k, 0), prompt_mask.repeat_interleave(k, 0)
         n = ids.shape[0]
         gens = None
         if seeds is not None:
@@ -216,10 +234,14 @@ class RectifiedSampler:
         pos = position_ids_from_mask(mask)
         recompute = vm is not None and not self.shared and not cfg.q_cache
 
-        logits, hidden, cache = lm_step(self.generator, ids, mask, pos)
+        # The prompt is encoded once and its caches repeated for the k samples (the prefill is most of the
+        # cost of short continuations).
+        prompt_pos = position_ids_from_mask(prompt_mask)
+        logits, hidden, cache = _repeat(k, *lm_step(self.generator, prompt_ids, prompt_mask, prompt_pos))
         q_cache = qh = None
         if vm is not None:
-            qh, q_cache = (hidden, None) if self.shared else q_hidden_step(vm, ids, mask, pos, use_cache=cfg.q_cache)
+            qh, q_cache = (hidden, None) if self.shared else _repeat(
+                k, *q_hidden_step(vm, prompt_ids, prompt_mask, prompt_pos, use_cache=cfg.q_cache))
 
         out = torch.full((n, cfg.max_new_tokens), self.pad_id, dtype=torch.long, device=dev)
         lengths = torch.zeros(n, dtype=torch.long, device=dev)

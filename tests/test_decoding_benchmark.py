@@ -26,6 +26,8 @@ def test_benchmark_rows_for_every_mode():
         rows = list(decoding.run(cfg))
     finally:
         torch.set_num_threads(before)
-    assert [r["mode"] for r in rows] == list(decoding.MODES)
+    supports = list(cfg.supports)
+    assert [(r["support"], r["mode"]) for r in rows] == [(s, m) for s in supports for m in decoding.MODES]
     assert all(r["bench"] == "decoding" and r["tokens_per_s"] > 0 and r["new_tokens"] == 2 for r in rows)
-    assert rows[0]["ratio_vs_plain"] == 1.0
+    assert all(r["dtype"] in ("float32", "bfloat16") for r in rows)
+    assert [r["ratio_vs_plain"] for r in rows if r["mode"] == "plain"] == [1.0] * len(supports)

@@ -26,11 +26,16 @@ def test_rows_same_batch_same_loss():
         assert row["bench"] == "train_step" and row["head"] == head
         assert row["step_s"] > 0 and row["peak_rss_mb"] > 0 and row["vocab"] == 49152
     assert abs(rows["gathered"]["loss"] - rows["full"]["loss"]) < 1e-5
+    bf16 = train_step.measure(cfg, "gathered", "bf16-mixed")
+    assert bf16["precision"] == "bf16-mixed" and rows["gathered"]["precision"] == "32-true"
+    assert abs(bf16["loss"] - rows["gathered"]["loss"]) < 0.05 * max(1.0, abs(rows["gathered"]["loss"]))
 
 
 @pytest.mark.slow
 def test_gathered_head_faster_and_smaller_smollm2_sized():
-    rows = list(train_step.run(OmegaConf.load(CFG)))
+    cfg = OmegaConf.load(CFG)
+    cfg.precisions = ["32-true"]
+    rows = list(train_step.run(cfg))
     g, f, ratio = rows
     assert (g["hidden"], g["inner"], g["vocab"]) == (576, 1152, 49152)
     assert ratio["step_ratio"] <= 0.75

@@ -144,3 +144,14 @@ def test_learns_to_separate_synthetic_dead_ends(tmp_path, mode):
     trainer.fit(module, datamodule=dm)
     assert trainer.callback_metrics["val/auc_min_q"] >= 0.9
     assert trainer.callback_metrics["val/q_toxic"] < trainer.callback_metrics["val/q_clean"]
+
+
+def test_frozen_layer_cache_in_bf16(tmp_path):
+    """cache_dtype=bfloat16 halves the cache; training reads it in the blocks' own dtype."""
+    llama = {"source": "hub", "name_or_path": "tiny", "family": "llama",
+             "random_init": {"num_layers": 2, "hidden_size": 32, "num_heads": 2, "seed": 0}}
+    module = ValueLightningModule(model_cfg(backbone=llama, train_top_layers=1, cache_frozen_layers=True,
+                                            cache_dtype="bfloat16"))
+    trainer = _fit(module, tmp_path, max_steps=2)
+    assert trainer.datamodule.train_set[0]["lower"].dtype == torch.bfloat16
+    assert all(torch.isfinite(p).all() for p in module.model.parameters())

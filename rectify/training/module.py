@@ -13,13 +13,15 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import BinaryAUROC
 
+from rectify.precision import resolve_dtype
 from rectify.td import TDConfig, sarsa_loss
 from rectify.value_model import ValueConfig, ValueModel
 
 log = logging.getLogger(__name__)
 
 # keys of the `model` config group that are not ValueConfig fields
-MODEL_KEYS = ("backbone", "td", "optimizer", "scheduler", "gathered", "cache_frozen_layers", "cache_batch_size")
+MODEL_KEYS = ("backbone", "td", "optimizer", "scheduler", "gathered", "cache_frozen_layers", "cache_batch_size",
+              "cache_dtype")
 
 
 def _plain(cfg: Any) -> dict:
@@ -54,6 +56,8 @@ class ValueLightningModule(L.LightningModule):
         self.gathered = bool(plain.get("gathered", True))
         self.cache_frozen_layers = bool(plain.get("cache_frozen_layers", False))
         self.cache_batch_size = int(plain.get("cache_batch_size") or 32)
+        # bf16 halves the cache's memory (one [T, H] tensor per trajectory); the blocks above read it in their dtype
+        self.cache_dtype = resolve_dtype(plain.get("cache_dtype") or "float32", what="frozen-layer cache dtype")
         self.model = model if model is not None else ValueModel.from_lm(lm_cfg, value_cfg)
         vc = self.model.value_config
         self.threshold = (vc.q_min + vc.q_max) / 2  # rewards below it are dead ends (toxic endings)
@@ -106,7 +110,7 @@ class ValueLightningModule(L.LightningModule):
                 batch = collate([items[i] for i in chunk])
                 ids = batch["input_ids"].to(self.device)
                 mask = batch["attention_mask"].to(self.device)
-                lower = self.model.lower_hidden(ids, mask).float().cpu()
+                lower = self.model.lower_hidden(ids, mask).to(self.cache_dtype).cpu()
                 for row, i in enumerate(chunk):
                     n = len(items[i]["input_ids"])
                     items[i]["lower"] = lower[row, :n].clone()

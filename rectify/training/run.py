@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from rectify.model_card import run_card_info
+from rectify.precision import resolve_precision
 from rectify.training.data import ValueDataModule
 from rectify.training.module import ValueLightningModule
 from rectify.training.synthetic import write_synthetic
@@ -79,7 +80,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = build_loggers(cfg.get("logger"))
     if not loggers:  # the LR monitor refuses to run without a logger (logger=none, debug=smoke)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # precision: auto -> bf16-mixed where bf16 is native (rectify/precision.py), else 32-true
+    precision = {"precision": resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator"))} \
+        if cfg.trainer.get("precision") == "auto" else {}
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                                 **precision)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if cfg.get("export", True) and trainer.is_global_zero:

@@ -150,3 +150,28 @@ def test_a_separate_labeller_relabels_without_regenerating(smoke_run, tmp_path):
     assert any(n["toxicity"] > o["toxicity"] for o, n in zip(old, new, strict=True))
     summary = build.run(cfg, "assemble", overwrite=True)["assemble"]
     assert summary["labeller"] == "max(keyword,keyword)"
+
+
+def test_human_continuations_add_one_labelled_trajectory_per_prompt(smoke_run, tmp_path):
+    out = copy_run(smoke_run[0], tmp_path / "run")
+    before = read_jsonl(out / "train.json") + read_jsonl(out / "val.json")
+    prompts = read_jsonl(out / "prompts_train.jsonl")
+    cfg = compose_build("debug=smoke", f"build.out_dir={out}", "build.assemble.human_continuations=true",
+                        "build.assemble.drop_clean=0").build
+    res = build.run(cfg, "assemble", overwrite=True)["assemble"]
+    after = read_jsonl(out / "train.json") + read_jsonl(out / "val.json")
+    with_human = sum(bool(p["continuation"]["text"].strip()) for p in prompts)
+    assert res["human_continuations"] == with_human > 0
+    assert len(after) >= len(before) + with_human - res["empty_continuations_skipped"]
+    texts = {r["text"] for r in after}
+    assert any(p["prompt"]["text"] + p["continuation"]["text"] in texts for p in prompts)
+
+
+def test_human_continuations_off_keeps_the_old_fingerprint():
+    on = build.Pipeline(compose_build("debug=smoke", "build.assemble.human_continuations=true").build).fp["assemble"]
+    off = build.Pipeline(compose_build("debug=smoke").build).fp["assemble"]
+    cfg = compose_build("debug=smoke").build
+    OmegaConf.set_struct(cfg, False)
+    del cfg.assemble["human_continuations"]
+    older = build.Pipeline(cfg).fp["assemble"]
+    assert off == older != on

@@ -28,6 +28,7 @@ from rectify.data import labels as lab
 from rectify.data import prompts as pr
 from rectify.data.dead_ends import mark_dead_ends
 from rectify.data.eval_split import ensure_eval_split
+from rectify.data.human import add_human_continuations
 from rectify.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
 from rectify.data.stages import Stage, fingerprint
 from rectify.lm import resolved_dtype_name
@@ -112,7 +113,9 @@ class Pipeline:
         labeller = self._labeller_cfg()
         self.fp["labels"] = fingerprint(self.fp["continuations"], scorer_fp if labeller is None else labeller)
         # a key left at its "off" default does not change the output, so data built before it existed stays valid
-        a_fp = {k: v for k, v in self.cfg["assemble"].items() if not (k == "truncate" and v is None)}
+        # keys added later leave older data's fingerprint unchanged at their off value
+        off = {"truncate": None, "human_continuations": False}
+        a_fp = {k: v for k, v in self.cfg["assemble"].items() if not (k in off and v == off[k])}
         self.fp["assemble"] = fingerprint(self.fp["labels"], a_fp, self.cfg["seed"], self.cfg["qd_tokenizer"])
 
     @property
@@ -225,11 +228,16 @@ class Pipeline:
                                                         "val_fraction", "skip_empty")}, seed=self.cfg["seed"],
                                   truncate=a.get("truncate"))
         records = read_jsonl(self.out / LABELLED)
+        n_human = 0
+        if a.get("human_continuations"):
+            records, n_human = add_human_continuations(records, read_jsonl(self.out / PROMPTS_TRAIN), self.labeller)
+            log.info("human continuations of %d training prompts added as trajectories (labelled)", n_human)
         if acfg.truncate == "dead_end":
             records, n_marked = mark_dead_ends(records, self.labeller, acfg.threshold)
             log.info("dead-end onsets of %d toxic continuations scored (word prefixes)", n_marked)
         train, val, summary = asm.assemble(records, acfg, asm.token_counter(load_tokenizer(self.cfg["qd_tokenizer"])))
         summary["labeller"] = records[0].get("labeller") if records else None
+        summary["human_continuations"] = n_human
         write_jsonl_atomic(self.out / TRAIN, train)
         write_jsonl_atomic(self.out / VAL, val)
         write_json_atomic(self.out / SUMMARY, summary)

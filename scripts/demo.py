@@ -141,7 +141,7 @@ class Demo:
             skip("train Q_D", f"{self.value_model} exists", self.timings)
             return
         self.run("train Q_D", "train.py", [
-            f"+experiment={cfg.experiment}", f"data.train_path={self.data_dir}/train.json",
+            f"+experiment={cfg.train_experiment}", f"data.train_path={self.data_dir}/train.json",
             f"data.val_path={self.data_dir}/val.json", f"hydra.run.dir={self.train_dir}", *cfg.train_overrides,
         ], self.timings)
 

@@ -12,8 +12,9 @@ from rectify.value_model import ValueConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
-RUN_CONFIGS = sorted(p.stem for p in CONFIGS.glob("*.yaml") if "experiment:" in p.read_text())
+# train.py experiments, and demo.py studies (experiment/demo_*.yaml, composed over demo.yaml)
+EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml") if not p.stem.startswith("demo_"))
+DEMO_STUDIES = sorted(p.stem for p in (CONFIGS / "experiment").glob("demo_*.yaml"))
 
 
 def _compose(name: str, *overrides: str):
@@ -29,17 +30,25 @@ def test_experiment_composes_into_a_valid_value_config(tmp_path, exp):
     ValueConfig.from_any({k: v for k, v in cfg.model.items() if k in keys})
 
 
-@pytest.mark.parametrize("name", RUN_CONFIGS)
-def test_run_config_names_existing_data_and_experiment(name):
-    cfg = _compose(name)
+@pytest.mark.parametrize("study", [None, *DEMO_STUDIES])
+def test_demo_and_its_studies_name_existing_data_and_experiment(study):
+    cfg = _compose("demo", *([f"+experiment={study}"] if study else []))
     assert (CONFIGS / "data" / f"{cfg.data}.yaml").is_file()
-    assert cfg.experiment in EXPERIMENTS
+    assert cfg.train_experiment in EXPERIMENTS
+    assert cfg.generate.candidates, "a study needs rules to select among"
 
 
-def test_onset_configs_chain():
-    assert _compose("full_onset").experiment == "smollm2_full_onset_query"
-    cfg = _compose("train", "+experiment=smollm2_full_onset_query")
-    assert cfg.model.init_scale_on == "query"
-    assert OmegaConf.to_container(cfg.data)["train_path"].endswith("offline_full_onset/train.json")
-    build = _compose("build_data", "data=offline_full_onset").build
-    assert build.assemble.truncate == "dead_end" and build.continuations.k == 8
+def test_top_level_holds_one_config_per_script():
+    scripts = {p.stem for p in (ROOT / "scripts").rglob("*.py")}
+    assert {p.stem for p in CONFIGS.glob("*.yaml")} <= scripts
+
+
+def test_recipe_configs():
+    cfg = _compose("train", "+experiment=smollm2")
+    assert cfg.model.init_scale_on == "query" and cfg.calibration.enabled
+    assert OmegaConf.to_container(cfg.data)["train_path"].endswith("offline/train.json")
+    build = _compose("build_data").build
+    assert build.assemble.truncate == "dead_end" and build.assemble.human_continuations
+    assert build.continuations.k == 8 and build.prompts.max_prompts is None
+    paper = _compose("build_data", "data=paper").build
+    assert paper.assemble.truncate is None and not paper.assemble.human_continuations

@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_benchmark_rows_for_every_mode():
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("benchmark", overrides=[
-            "decoding.generator.source=hub", "+decoding.generator.name_or_path=tiny-llama",
-            "+decoding.generator.tokenizer=smollm2",
-            "+decoding.generator.random_init={num_layers: 1, hidden_size: 32, num_heads: 2}",
+            "decoding.generator.source=hub", "decoding.generator.name_or_path=tiny-llama",
+            "decoding.generator.tokenizer=smollm2",
+            "decoding.generator.random_init={num_layers: 1, hidden_size: 32, num_heads: 2}",
             "decoding.batch_size=2", "decoding.prompt_tokens=3", "decoding.new_tokens=2",
             "decoding.repeats=1", "decoding.warmup=0", "decoding.threads=1",
         ]).decoding

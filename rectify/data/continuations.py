@@ -66,7 +66,7 @@ def prompts_per_batch(batch_rows: int, k: int) -> int:
     return max(1, int(batch_rows) // max(1, int(k)))
 
 
-AUTO_ROWS = {"cpu": 256, "cuda": 1024}  # sequences per batch that fill the device (docs/performance.md)
+AUTO_ROWS = {"cpu": 512, "cuda": 1024}  # sequences per batch that fill the device (docs/performance.md)
 
 
 def batch_rows(setting: int | str | None, accelerator: str | None = None) -> int:

@@ -227,5 +227,7 @@ def make_trainer(trainer_kwargs: dict[str, Any], shard_dir: str | Path) -> pl.Tr
     """A predict-only Trainer (no logger, no checkpoints) with the shard writer attached."""
     kwargs = {"accelerator": "cpu", "devices": 1, **trainer_kwargs,
               "logger": False, "enable_checkpointing": False, "enable_model_summary": False}
+    if kwargs.get("precision") == "auto":  # a training setting: generation's dtype is the LM's own (lm.dtype)
+        kwargs["precision"] = "32-true"
     callbacks = list(kwargs.pop("callbacks", []) or [])
     return pl.Trainer(callbacks=[*callbacks, ShardWriter(shard_dir)], **kwargs)

@@ -65,7 +65,8 @@ def test_smoke_pipeline_runs_skips_and_refuses_mixed_configs(smoke_run, tmp_path
     train, val = read_jsonl(tmp_path / "train.json"), read_jsonl(tmp_path / "val.json")
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["rows_train"] == len(train) and summary["rows_val"] == len(val)
-    assert len(train) + len(val) == 12 * 2  # mode all, k=2, nothing dropped in smoke
+    # mode all, k=2 LM samples + the human continuation per prompt, nothing dropped in smoke
+    assert len(train) + len(val) == 12 * (2 + 1) == 12 * 2 + summary["human_continuations"]
     assert all(set(r) == {"text", "reward", "prompt_len"} and r["reward"][0] in (0, -1) for r in train + val)
     evals = read_jsonl(tmp_path / "prompts_eval.jsonl")
     assert {r["source"].split(":")[0] for r in evals} == {"test_with_solutions.csv"}
@@ -120,16 +121,17 @@ def test_shards_of_another_config_are_not_reused(smoke_run, tmp_path):
 def test_dead_end_assembly_reuses_the_labels(smoke_run, tmp_path):
     out = copy_run(smoke_run[0], tmp_path / "run")
     before = read_jsonl(out / "train.json") + read_jsonl(out / "val.json")
-    cfg = compose_build("debug=smoke", f"build.out_dir={out}", "build.assemble.truncate=dead_end").build
+    assert json.loads((out / "summary.json").read_text())["truncate"] == "dead_end"  # the recipe's default
+    cfg = compose_build("debug=smoke", f"build.out_dir={out}", "build.assemble.truncate=null").build
     with pytest.raises(StageConfigMismatch, match="assemble"):  # the old rows are not silently kept
         build.run(cfg, "assemble")
     res = build.run(cfg, "assemble", overwrite=True)["assemble"]
     after = read_jsonl(out / "train.json") + read_jsonl(out / "val.json")
-    assert res["truncate"] == "dead_end" and len(after) == len(before)
-    for old, new in zip(before, after, strict=True):
-        assert old["reward"] == new["reward"] and old["text"].startswith(new["text"])
-        if old["reward"] == [0]:
-            assert new["text"] == old["text"]
+    assert res["truncate"] is None and len(after) == len(before)
+    for cut, whole in zip(before, after, strict=True):  # the same labels, whole continuations now
+        assert cut["reward"] == whole["reward"] and whole["text"].startswith(cut["text"])
+        if cut["reward"] == [0]:
+            assert whole["text"] == cut["text"]
 
 
 def test_a_separate_labeller_relabels_without_regenerating(smoke_run, tmp_path):
@@ -154,23 +156,22 @@ def test_a_separate_labeller_relabels_without_regenerating(smoke_run, tmp_path):
 
 def test_human_continuations_add_one_labelled_trajectory_per_prompt(smoke_run, tmp_path):
     out = copy_run(smoke_run[0], tmp_path / "run")
-    before = read_jsonl(out / "train.json") + read_jsonl(out / "val.json")
+    with_human = read_jsonl(out / "train.json") + read_jsonl(out / "val.json")  # the recipe's default: on
     prompts = read_jsonl(out / "prompts_train.jsonl")
-    cfg = compose_build("debug=smoke", f"build.out_dir={out}", "build.assemble.human_continuations=true",
-                        "build.assemble.drop_clean=0").build
+    cfg = compose_build("debug=smoke", f"build.out_dir={out}", "build.assemble.human_continuations=false").build
     res = build.run(cfg, "assemble", overwrite=True)["assemble"]
-    after = read_jsonl(out / "train.json") + read_jsonl(out / "val.json")
-    with_human = sum(bool(p["continuation"]["text"].strip()) for p in prompts)
-    assert res["human_continuations"] == with_human > 0
-    assert len(after) >= len(before) + with_human - res["empty_continuations_skipped"]
-    texts = {r["text"] for r in after}
+    without = read_jsonl(out / "train.json") + read_jsonl(out / "val.json")
+    n_human = sum(bool(p["continuation"]["text"].strip()) for p in prompts)
+    assert res["human_continuations"] == 0 and n_human > 0
+    assert len(with_human) == len(without) + n_human
+    texts = {r["text"] for r in with_human} - {r["text"] for r in without}
     assert any(p["prompt"]["text"] + p["continuation"]["text"] in texts for p in prompts)
 
 
 def test_human_continuations_off_keeps_the_old_fingerprint():
-    on = build.Pipeline(compose_build("debug=smoke", "build.assemble.human_continuations=true").build).fp["assemble"]
-    off = build.Pipeline(compose_build("debug=smoke").build).fp["assemble"]
-    cfg = compose_build("debug=smoke").build
+    on = build.Pipeline(compose_build("debug=smoke").build).fp["assemble"]
+    off = build.Pipeline(compose_build("debug=smoke", "build.assemble.human_continuations=false").build).fp["assemble"]
+    cfg = compose_build("debug=smoke", "build.assemble.human_continuations=false").build
     OmegaConf.set_struct(cfg, False)
     del cfg.assemble["human_continuations"]
     older = build.Pipeline(cfg).fp["assemble"]

@@ -66,3 +66,42 @@ def test_scaling_is_stricter_and_projection_respects_the_caps(q, eps, scale, see
         proj = project(p, caps)
         if not bool(proj.dead_end):
             assert bool((proj.probs <= caps + 1e-9).all())
+
+
+def test_tilt_one_conditions_on_a_clean_ending_exactly():
+    """Two steps, exact Q of the LM itself: tilt 1 gives P(trajectory | clean ending)."""
+    import itertools
+
+    from rectify.decoding.caps import CapConfig
+
+    rule = CapConfig(epsilon=0.0, p_min=1e-12, tilt=1.0)
+    p0 = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)  # first token
+    p1 = torch.tensor([[0.6, 0.4], [0.9, 0.1], [0.5, 0.5]], dtype=torch.float64)  # second token given the first
+    toxic = torch.tensor([[0, 1], [1, 1], [0, 0]], dtype=torch.float64)  # ending toxic?
+    q1 = -toxic  # Q after the first token is exact at the last step
+    q0 = -(p1 * toxic).sum(-1)  # Q(s0, a) = -P(toxic | a) under the LM
+    first = rule.reweight(q0, p0)
+    joint = {}
+    for a, b in itertools.product(range(3), range(2)):
+        joint[a, b] = float(first[a] * rule.reweight(q1[a], p1[a])[b])
+    clean = {(a, b): float(p0[a] * p1[a, b]) for a, b in joint if toxic[a, b] == 0}
+    z = sum(clean.values())
+    for (a, b), v in joint.items():
+        assert v == pytest.approx(clean.get((a, b), 0.0) / z, abs=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 40), st.floats(0.0, 6.0), st.integers(0, 10_000))
+def test_tilt_keeps_a_distribution_and_never_raises_a_riskier_token_relative_to_a_safer(v, tilt, seed):
+    from rectify.decoding.caps import CapConfig
+
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.softmax(torch.randn(v, generator=g), -1)
+    q = -torch.rand(v, generator=g)
+    out = CapConfig(tilt=tilt).reweight(q, probs)
+    assert torch.isclose(out.sum(), torch.tensor(1.0), atol=1e-5) and bool((out >= 0).all())
+    ratio = out / probs  # a token's change factor: larger for safer tokens (higher Q)
+    order = q.argsort()
+    assert bool((ratio[order][1:] >= ratio[order][:-1] - 1e-6).all())
+    if tilt == 0:
+        assert torch.equal(out, probs)

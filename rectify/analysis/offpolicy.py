@@ -152,7 +152,8 @@ def log_ratios(lm: Any, value_model: Any, trajectories: Sequence[Trajectory], ru
         last_adv[owner[is_last]] = (q_taken - expected).squeeze(-1).double().numpy()[is_last]
         last_safer[owner[is_last]] = (probs * (q > q_taken)).sum(-1).double().numpy()[is_last]
         for r, rule in enumerate(rules):
-            rectified = project(probs, rule.compute(q, probs)).probs
+            tilted = rule.reweight(q, probs)
+            rectified = project(tilted, rule.compute(q, tilted)).probs
             step = torch.log(rectified.gather(-1, actions[:, None]).squeeze(-1)) - log_p
             np.add.at(log_w[r], owner, step.double().numpy())
         done += len(batch)

@@ -16,6 +16,13 @@ of a state almost alike (see the README's *Headline results*):
   state that is risky as a whole does not cap every token; only tokens riskier than the LM's average are.
 * ``q_scale``: multiplies Q (after the baseline) before it is clipped to ``[-1, 0]``.
 
+A third, principled lever comes before the caps: ``tilt = beta > 0`` reweights the LM's distribution by the
+chance of a clean ending, ``p'(a) ∝ p(a) (1 + Q(s, a))^beta`` (``reweight``). With calibrated Q (-Q = the
+probability of a toxic ending under the LM itself) and ``beta = 1`` this is exactly the LM *conditioned on a
+clean ending*: the per-step factors ``(1 + Q(s_t, a_t)) / (1 + V(s_t))`` multiply to ``P(clean)^-1`` on clean
+trajectories and to 0 on dead ends (a Doob h-transform). ``beta > 1`` sharpens it to make up for a Q_D that
+under-ranks risk. The caps then still apply to the reweighted distribution, so the security condition holds.
+
 ``p_min > 0`` keeps every token reachable (caps in ``(0, 1]``) so the projection always has a
 finite-KL answer unless every token is a dead end.
 """
@@ -40,6 +47,7 @@ class CapConfig:
     mode: str = "original"
     q_scale: float = 1.0
     q_baseline: str = "zero"
+    tilt: float = 0.0  # beta of the clean-ending reweighting p(a) (1 + Q)^beta before the caps; 0 = off (the paper)
 
     def __post_init__(self) -> None:
         if self.mode not in CAP_MODES:
@@ -52,11 +60,27 @@ class CapConfig:
             raise ValueError("mode='normalized' needs epsilon < 1")
         if not self.q_scale > 0:
             raise ValueError(f"q_scale must be > 0, got {self.q_scale}")
+        if not self.tilt >= 0:
+            raise ValueError(f"tilt must be >= 0, got {self.tilt}")
 
     @property
     def is_paper_rule(self) -> bool:
         """True when Q enters the cap untransformed (no baseline, scale 1)."""
         return self.q_baseline == "zero" and self.q_scale == 1.0
+
+    def reweight(self, q: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """``probs`` tilted toward clean endings, ``∝ probs (1 + Q)^tilt`` (unchanged when ``tilt == 0``).
+
+        Computed in float32 or wider; ``1 + Q`` is floored at ``p_min`` so no token's weight is exactly 0, and
+        a row whose weights all vanish keeps its distribution (the caps' dead-end fallback then decides).
+        """
+        if self.tilt == 0:
+            return probs
+        dtype = torch.promote_types(probs.dtype, torch.float32)
+        safe = (1.0 + q.to(dtype).clamp(-1.0, 0.0)).clamp_min(max(self.p_min, 1e-12))
+        w = probs.to(dtype) * safe.pow(self.tilt)
+        total = w.sum(-1, keepdim=True)
+        return torch.where(total > 0, w / total.clamp_min(1e-30), probs.to(dtype))
 
     def compute(self, q: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
         """Caps for every token from Q values in [-1, 0] (``[..., V]``; computed in float32 or wider).

@@ -33,11 +33,11 @@ class RectifyLogitsProcessor(LogitsProcessor):
     def __init__(self, value_model: Any, epsilon: float = 0.1, p_min: float = 1e-5, p_max: float = 1.0,
                  cap_mode: str = "original", temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                  attention_mask: torch.Tensor | None = None, q_head: str = "online", q_scale: float = 1.0,
-                 q_baseline: str = "zero"):
+                 q_baseline: str = "zero", tilt: float = 0.0):
         self.value_model = value_model.eval()
         # Validated here, before generate() starts.
         self.cap_rule = CapConfig(epsilon=epsilon, p_min=p_min, p_max=p_max, mode=cap_mode, q_scale=q_scale,
-                                  q_baseline=q_baseline)
+                                  q_baseline=q_baseline, tilt=tilt)
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.prompt_mask = attention_mask
         self.target = q_head == "target"
@@ -75,6 +75,7 @@ class RectifyLogitsProcessor(LogitsProcessor):
             raise ValueError(f"the generator scores {v} tokens but Q_D only {q.shape[-1]}: Q_D must share the "
                              "generator's vocabulary (check rectify.lm.same_vocabulary on the tokenizers)")
         probs = torch.softmax(warp_logits(scores, self.temperature, self.top_k, self.top_p), -1)
+        probs = self.cap_rule.reweight(q, probs)
         caps = self.cap_rule.compute(q, probs)
         proj = project(probs, caps, fallback=lambda: torch.softmax(scores.float() / self.temperature, -1))
         self.dead_ends += int(proj.dead_end.sum())

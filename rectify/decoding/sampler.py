@@ -166,7 +166,9 @@ class RectifiedSampler:
         return self._rectify_full(logits, probs, q)
 
     def _rectify_full(self, logits: torch.Tensor, probs: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        caps = self.cap_rule.compute(q[:, : self.vocab_size].to(probs.device).float(), probs)
+        q = q[:, : self.vocab_size].to(probs.device).float()
+        probs = self.cap_rule.reweight(q, probs)
+        caps = self.cap_rule.compute(q, probs)
         # Only when top-k/top-p kept nothing but dead ends: extra mass follows the untruncated LM.
         proj = project(probs, caps, fallback=lambda: torch.softmax(logits.float() / self.cfg.temperature, -1))
         return proj.probs, proj
@@ -192,6 +194,7 @@ class RectifiedSampler:
         p_s = torch.where(sup.valid, torch.gather(probs, -1, sup.index), 0.0)
         mass = p_s.sum(-1, keepdim=True)
         q_s = q_on_support(self.value_model, q_hidden, sup.index, target).to(probs.device)
+        p_s = torch.where(sup.valid, self.cap_rule.reweight(q_s, p_s / mass), 0.0) * mass  # exact on the support
         caps = torch.where(sup.valid, self.cap_rule.compute(q_s, p_s / mass), 0.0)
         # Kept tokens' caps short of their mass: dead end or mass outside the support; the full head decides.
         full = (caps.sum(-1, keepdim=True) < mass).squeeze(-1)

@@ -48,7 +48,9 @@ def distribution(logits: torch.Tensor, q: torch.Tensor | None, cfg: DecodingConf
     probs = torch.softmax(warped, -1)
     if q is None:
         return probs, None
-    caps = cfg.caps.compute(q[:, : probs.shape[-1]].to(probs.device), probs)
+    q = q[:, : probs.shape[-1]].to(probs.device)
+    probs = cfg.caps.reweight(q, probs)
+    caps = cfg.caps.compute(q, probs)
     proj = project(probs, caps, fallback=lambda: torch.softmax(logits.float() / temperature, -1))
     return proj.probs, proj
 

@@ -4,7 +4,8 @@ from rectify.decoding.caps import CapConfig, caps_from_q
 from rectify.decoding.config import DecodingConfig
 from rectify.decoding.processor import RectifyLogitsProcessor
 from rectify.decoding.projection import Projection, project, project_to_caps
-from rectify.decoding.sampler import GenerationResult, RectifiedSampler, VocabularyMismatch, row_seed
+from rectify.decoding.rows import row_seed
+from rectify.decoding.sampler import GenerationResult, RectifiedSampler, VocabularyMismatch
 from rectify.decoding.warping import warp_logits
 
 __all__ = [

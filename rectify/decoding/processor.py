@@ -22,7 +22,7 @@ import torch
 from transformers import LogitsProcessor
 
 from rectify.decoding.caps import CapConfig
-from rectify.decoding.projection import project
+from rectify.decoding.rows import rectify_probs
 from rectify.decoding.warping import warp_logits
 from rectify.lm import position_ids_from_mask
 
@@ -75,9 +75,8 @@ class RectifyLogitsProcessor(LogitsProcessor):
             raise ValueError(f"the generator scores {v} tokens but Q_D only {q.shape[-1]}: Q_D must share the "
                              "generator's vocabulary (check rectify.lm.same_vocabulary on the tokenizers)")
         probs = torch.softmax(warp_logits(scores, self.temperature, self.top_k, self.top_p), -1)
-        probs = self.cap_rule.reweight(q, probs)
-        caps = self.cap_rule.compute(q, probs)
-        proj = project(probs, caps, fallback=lambda: torch.softmax(scores.float() / self.temperature, -1))
+        proj = rectify_probs(probs, q, self.cap_rule,
+                             fallback=lambda: torch.softmax(scores.float() / self.temperature, -1))
         self.dead_ends += int(proj.dead_end.sum())
         self.outside_support += int(proj.outside_support.sum())
         return torch.log(proj.probs).to(scores.dtype)

@@ -22,6 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rectify.decoding.config import DecodingConfig
 from rectify.decoding.forward import lm_step, q_hidden_step, q_on_support
 from rectify.decoding.projection import Projection, project
+from rectify.decoding.rows import draw, encode_prompt, left_pad, rectify_probs, row_generators
 from rectify.decoding.support import Support, scatter_support, support_of
 from rectify.decoding.warping import warp_logits
 from rectify.lm import position_ids_from_mask, same_vocabulary
@@ -59,11 +60,6 @@ def _repeat(k: int, *outputs: Any) -> tuple[Any, ...]:
         else:
             out.append(None)
     return tuple(out)
-
-
-def row_seed(seed: int, sample: int) -> int:
-    """Seed of sample ``j`` of a prompt whose seed is ``seed`` (stable, so resumed runs repeat)."""
-    return (int(seed) * 1_000_003 + int(sample)) % (2**63 - 1)
 
 
 class RectifiedSampler:
@@ -123,15 +119,7 @@ class RectifiedSampler:
         """Left-padded ``(input_ids, attention_mask)``; an empty prompt becomes the BOS (or EOS) token.
 
         ``max_tokens`` keeps each prompt's first tokens only."""
-        start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
-        rows = [self.tokenizer(p, add_special_tokens=True)["input_ids"][:max_tokens] or [start] for p in prompts]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
-        return ids, mask
+        return left_pad([encode_prompt(self.tokenizer, p, max_tokens) for p in prompts], self.pad_id)
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int] | int | None = None) -> GenerationResult:
         """Generate ``num_return_sequences`` continuations per prompt (texts exclude the prompt)."""
@@ -145,15 +133,7 @@ class RectifiedSampler:
     def _sample(self, probs: torch.Tensor, gens: list[torch.Generator] | None) -> torch.Tensor:
         if not self.cfg.do_sample:
             return probs.argmax(-1)
-        if gens is None:
-            u = torch.rand(probs.shape[0], 1, dtype=torch.float64, device=probs.device)
-        else:
-            u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64, device=g.device) for g in gens])
-            u = u.to(probs.device).unsqueeze(-1)
-        cdf = torch.cumsum(probs.double(), -1)
-        # First index whose cdf exceeds u * total: always a token with positive probability.
-        idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)
-        return idx.clamp_max(probs.shape[-1] - 1)
+        return draw(probs, gens)
 
     def distribution(self, logits: torch.Tensor, q: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
         """Warped fp32 probabilities, capped by ``q`` (Q for the whole vocabulary) and projected."""
@@ -166,11 +146,9 @@ class RectifiedSampler:
         return self._rectify_full(logits, probs, q)
 
     def _rectify_full(self, logits: torch.Tensor, probs: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        q = q[:, : self.vocab_size].to(probs.device).float()
-        probs = self.cap_rule.reweight(q, probs)
-        caps = self.cap_rule.compute(q, probs)
         # Only when top-k/top-p kept nothing but dead ends: extra mass follows the untruncated LM.
-        proj = project(probs, caps, fallback=lambda: torch.softmax(logits.float() / self.cfg.temperature, -1))
+        proj = rectify_probs(probs, q, self.cap_rule,
+                             fallback=lambda: torch.softmax(logits.float() / self.cfg.temperature, -1))
         return proj.probs, proj
 
     @property
@@ -231,7 +209,7 @@ class RectifiedSampler:
         if seeds is not None:
             if len(seeds) != input_ids.shape[0]:
                 raise ValueError(f"{len(seeds)} seeds for {input_ids.shape[0]} prompts")
-            gens = [torch.Generator(device=dev).manual_seed(row_seed(s, j)) for s in seeds for j in range(k)]
+            gens = row_generators(seeds, k, dev)
         eos = self.eos_ids.to(dev)
         vm = self.value_model if cfg.rectify else None
         pos = position_ids_from_mask(mask)

@@ -20,10 +20,10 @@ from transformers import PreTrainedTokenizerBase
 
 from rectify.decoding.config import DecodingConfig
 from rectify.decoding.forward import q_step
+from rectify.decoding.rows import distribution, draw, encode_prompt, left_pad, row_generators
 from rectify.decoding.sampler import GenerationResult, VocabularyMismatch
 from rectify.lm import LMConfig, load_tokenizer, position_ids_from_mask, same_vocabulary
 from rectify.remote.client import CompletionsClient, RemoteAPIError, RemoteConfig
-from rectify.remote.rows import distribution, draw, encode_prompt, left_pad, row_generators
 from rectify.remote.tokens import mapper_for
 
 log = logging.getLogger(__name__)

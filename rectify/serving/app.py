@@ -23,8 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rectify.decoding.sampler import row_seed
-from rectify.remote.rows import encode_prompt
+from rectify.decoding.rows import encode_prompt, row_seed
 from rectify.remote.tokens import token_bytes
 from rectify.serving.batching import Batcher
 from rectify.serving.engine import Engine, RowOutput, RowSpec

@@ -17,9 +17,9 @@ import torch
 
 from rectify.decoding.config import DecodingConfig
 from rectify.decoding.forward import lm_step, q_step
+from rectify.decoding.rows import distribution, draw, left_pad
 from rectify.decoding.sampler import RectifiedSampler
 from rectify.lm import position_ids_from_mask
-from rectify.remote.rows import distribution, draw, left_pad
 
 
 @dataclass

@@ -1,27 +1,32 @@
-"""One decoding step on a batch of rows, shared by the remote generator and the server's engine.
+"""The row-level pieces of a decoding step, shared by the local sampler, the remote generator and the server.
 
-The same steps as :class:`rectify.decoding.sampler.RectifiedSampler` (warp -> softmax -> caps -> KL
-projection -> one uniform per row from its own generator, inverse CDF in float64), so with a full support
-the remote generator draws the tokens the local sampler draws for the same seeds.
+Encoding and left padding, per-row seeded generators, the rectified distribution (clean-ending reweighting ->
+caps -> KL projection) and the inverse-CDF draw on one float64 uniform per row: one implementation, so with a
+full support the remote generator draws the tokens the local sampler draws for the same seeds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from rectify.decoding.caps import CapConfig
 from rectify.decoding.config import DecodingConfig
 from rectify.decoding.projection import Projection, project
-from rectify.decoding.sampler import row_seed
 from rectify.decoding.warping import warp_logits
 
 
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """Token ids of a prompt as the local sampler encodes it (an empty prompt becomes BOS, else EOS)."""
+def row_seed(seed: int, sample: int) -> int:
+    """Seed of sample ``j`` of a prompt whose seed is ``seed`` (stable, so resumed runs repeat)."""
+    return (int(seed) * 1_000_003 + int(sample)) % (2**63 - 1)
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int | None = None) -> list[int]:
+    """Token ids of a prompt (its first ``max_tokens``); an empty prompt becomes BOS, else EOS."""
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    return list(tokenizer(text, add_special_tokens=True)["input_ids"]) or [start]
+    return list(tokenizer(text, add_special_tokens=True)["input_ids"])[:max_tokens] or [start]
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,11 +53,17 @@ def distribution(logits: torch.Tensor, q: torch.Tensor | None, cfg: DecodingConf
     probs = torch.softmax(warped, -1)
     if q is None:
         return probs, None
-    q = q[:, : probs.shape[-1]].to(probs.device)
-    probs = cfg.caps.reweight(q, probs)
-    caps = cfg.caps.compute(q, probs)
-    proj = project(probs, caps, fallback=lambda: torch.softmax(logits.float() / temperature, -1))
+    proj = rectify_probs(probs, q, cfg.caps, fallback=lambda: torch.softmax(logits.float() / temperature, -1))
     return proj.probs, proj
+
+
+def rectify_probs(probs: torch.Tensor, q: torch.Tensor, rule: CapConfig,
+                  fallback: Callable[[], torch.Tensor] | None = None) -> Projection:
+    """``probs`` reweighted toward clean endings, capped by Q (``[N, >= V]``, cut to the vocabulary) and
+    KL-projected onto the caps; ``fallback`` gives the distribution to follow when only dead ends are left."""
+    q = q[:, : probs.shape[-1]].to(probs.device)
+    probs = rule.reweight(q, probs)
+    return project(probs, rule.compute(q, probs), fallback=fallback)
 
 
 def draw(probs: torch.Tensor, gens: Sequence[torch.Generator | None] | None,

@@ -36,6 +36,9 @@ class QCalibration:
     y: list[float]  # calibrated Q at the knots, non-decreasing, in [-1, 0]
     method: str = "isotonic"
     stats: dict[str, Any] = field(default_factory=dict)
+    # the knots as tensors per (device, dtype): built once, not at every decoding step
+    _knots: dict[tuple[Any, Any], tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y) or not self.x:
@@ -48,8 +51,11 @@ class QCalibration:
     def __call__(self, q: torch.Tensor) -> torch.Tensor:
         """Apply the map elementwise (float32 or wider, any shape, any device)."""
         dtype = q.dtype if q.dtype in (torch.float32, torch.float64) else torch.float32
-        xs = torch.tensor(self.x, dtype=dtype, device=q.device)
-        ys = torch.tensor(self.y, dtype=dtype, device=q.device)
+        key = (q.device, dtype)
+        if key not in self._knots:
+            self._knots[key] = (torch.tensor(self.x, dtype=dtype, device=q.device),
+                                torch.tensor(self.y, dtype=dtype, device=q.device))
+        xs, ys = self._knots[key]
         v = q.to(dtype)
         if len(self.x) == 1:
             return ys.expand_as(v).clone()
@@ -62,7 +68,8 @@ class QCalibration:
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / CALIBRATION_FILE
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        data = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        path.write_text(json.dumps(data, indent=2) + "\n")
         return path
 
     @classmethod

@@ -21,7 +21,7 @@ from typing import Any
 from rectify.data.jsonl import write_json_atomic
 from rectify.evaluation.generations import read_meta
 from rectify.report.gather import gather
-from rectify.report.table import deltas, format_markdown
+from rectify.report.table import deltas, format_markdown, to_float
 
 SELECTED, DEV_TABLE = "selected.json", "dev_table.md"
 # generate.py overrides that say where / how much to generate, not which rule: left out of a rule's overrides
@@ -119,13 +119,6 @@ def rule_overrides(gen_file: str | Path, not_rule: Sequence[str] = NOT_RULE_KEYS
     return keep
 
 
-def _num(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def score_candidate(name: str, rows: Sequence[Mapping[str, Any]], base: Sequence[Mapping[str, Any]],
                     crit: Criterion) -> Candidate:
     """A candidate's cuts and changes against the baseline's rows, and why it is not eligible, if it is not."""
@@ -136,7 +129,7 @@ def score_candidate(name: str, rows: Sequence[Mapping[str, Any]], base: Sequence
     for judge in sorted(set(mine) & set(theirs)):
         cuts[judge] = deltas(mine[judge], theirs[judge])[key] / 100
     missing = [j for j in crit.judges if j not in cuts or math.isnan(cuts[j])]
-    zero = [j for j in missing if j in theirs and _num(theirs[j].get(crit.metric)) == 0]
+    zero = [j for j in missing if j in theirs and to_float(theirs[j].get(crit.metric)) == 0]
     if zero:
         reasons.append(f"`{crit.baseline}` has {crit.metric} 0 under {', '.join(zero)}: no relative cut to compare")
     if set(missing) - set(zero):
@@ -158,7 +151,7 @@ def score_candidate(name: str, rows: Sequence[Mapping[str, Any]], base: Sequence
         reasons.append(f"mean cut {score:+.1%} <= {crit.min_cut:.0%}")
     src = rows[0]["input"] if rows else ""
     decoding = (read_meta(src).get("config") or {}).get("decoding") or {} if src and Path(src).exists() else {}
-    return Candidate(name=name, input=src, cuts=cuts, score=score, ppl=_num(mine[first]["ppl"]) if first else math.nan,
+    return Candidate(name=name, input=src, cuts=cuts, score=score, ppl=to_float(mine[first]["ppl"]) if first else math.nan,
                      ppl_change=ppl_change, dist3_change=dist3_change, reasons=reasons,
                      overrides=rule_overrides(src) if src else [], decoding=decoding)
 
@@ -208,9 +201,9 @@ def select(root: str | Path, crit: Criterion, only: Sequence[str] | None = None)
         "criterion": {**asdict(crit), "judges": list(crit.judges), "text": crit.describe()},
         "dev": {"root": str(Path(root).resolve()), "subset": crit.subset, "n_prompts": base[0].get("n_prompts"),
                 "k": base[0].get("k")},
-        "baseline": {"name": crit.baseline, "input": base[0]["input"], "ppl": _num(base[0].get("ppl")),
-                     "dist3": _num(base[0].get("dist3")),
-                     crit.metric: {j: _num(r.get(crit.metric)) for j, r in sorted(b0.items())}},
+        "baseline": {"name": crit.baseline, "input": base[0]["input"], "ppl": to_float(base[0].get("ppl")),
+                     "dist3": to_float(base[0].get("dist3")),
+                     crit.metric: {j: to_float(r.get(crit.metric)) for j, r in sorted(b0.items())}},
         "candidates": [{**asdict(c), "eligible": c.eligible}
                        for c in sorted(cands, key=lambda c: (not c.eligible, *_rank(c)))],
     }

@@ -9,20 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from rectify.report.gather import display_name
-from rectify.report.table import is_baseline
+from rectify.report.table import is_baseline, to_float
 
 LINESTYLES = ("-", "--", ":", "-.")
 
 
-def _num(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _err(r: Mapping[str, Any], key: str) -> tuple[float, float]:
-    v, lo, hi = _num(r.get(key)), _num(r.get(f"{key}_ci_low")), _num(r.get(f"{key}_ci_high"))
+    v, lo, hi = to_float(r.get(key)), to_float(r.get(f"{key}_ci_low")), to_float(r.get(f"{key}_ci_high"))
     if math.isnan(lo) or math.isnan(hi):
         return 0.0, 0.0
     return max(v - lo, 0.0), max(hi - v, 0.0)
@@ -44,7 +37,7 @@ def tradeoff_plot(
 
     chosen = [r for r in rows if r.get("subset") == subset] or [r for r in rows if r.get("subset") == "all"]
     subset = chosen[0]["subset"] if chosen else subset
-    has_ppl = any(not math.isnan(_num(r.get("ppl"))) for r in chosen)
+    has_ppl = any(not math.isnan(to_float(r.get("ppl"))) for r in chosen)
     xkey = "ppl" if has_ppl else "epsilon"
     others = [k for k in swept if display_name(k).rsplit(".", 1)[-1] != "epsilon"]
     scorers = sorted({str(r["scorer"]) for r in chosen})
@@ -57,23 +50,23 @@ def tradeoff_plot(
         mine = [r for r in chosen if str(r["scorer"]) == scorer]
         for gi, group in enumerate(groups):
             pts = [r for r in mine if not is_baseline(r) and tuple(str(r.get(k)) for k in others) == group]
-            pts.sort(key=lambda r: _num(r.get("epsilon")))
+            pts.sort(key=lambda r: to_float(r.get("epsilon")))
             if not pts:
                 continue
             label = scorer + (" (" + ", ".join(f"{display_name(k)}={v}" for k, v in zip(others, group, strict=True)) + ")" if others else "")
-            xs, ys = [_num(r.get(xkey)) for r in pts], [_num(r.get("tox_prob")) for r in pts]
+            xs, ys = [to_float(r.get(xkey)) for r in pts], [to_float(r.get("tox_prob")) for r in pts]
             xerr = list(zip(*[_err(r, "ppl") for r in pts], strict=True)) if has_ppl else None
             yerr = list(zip(*[_err(r, "tox_prob") for r in pts], strict=True))
             ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, color=color, linestyle=LINESTYLES[gi % len(LINESTYLES)],
                         marker="o", markersize=4, capsize=2, elinewidth=0.7, label=label)
             for r, x, y in zip(pts, xs, ys, strict=True):
-                if not math.isnan(_num(r.get("epsilon"))):
-                    ax.annotate(f"ε={_num(r['epsilon']):g}", (x, y), textcoords="offset points", xytext=(4, 3),
+                if not math.isnan(to_float(r.get("epsilon"))):
+                    ax.annotate(f"ε={to_float(r['epsilon']):g}", (x, y), textcoords="offset points", xytext=(4, 3),
                                 fontsize=7, color=color)
         for b in (r for r in mine if is_baseline(r)):
-            y = _num(b.get("tox_prob"))
+            y = to_float(b.get("tox_prob"))
             if has_ppl:
-                ax.scatter([_num(b.get("ppl"))], [y], marker="*", s=180, color=color, edgecolor="black", zorder=5,
+                ax.scatter([to_float(b.get("ppl"))], [y], marker="*", s=180, color=color, edgecolor="black", zorder=5,
                            label=f"{scorer}: plain")
             else:
                 ax.axhline(y, color=color, linestyle="--", linewidth=1, label=f"{scorer}: plain")

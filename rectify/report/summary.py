@@ -14,22 +14,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rectify.report.table import deltas
+from rectify.report.table import deltas, to_float
 from rectify.selection import SELECTED, rows_by_run
 
 SUBSET = "nontoxic"
 
 
-def _num(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _val(r: Mapping[str, Any], key: str, digits: int = 3) -> str:
     """``0.300 [0.200, 0.400]``: a value with its bootstrap interval when the row has one."""
-    v, lo, hi = _num(r.get(key)), _num(r.get(f"{key}_ci_low")), _num(r.get(f"{key}_ci_high"))
+    v, lo, hi = to_float(r.get(key)), to_float(r.get(f"{key}_ci_low")), to_float(r.get(f"{key}_ci_high"))
     if math.isnan(v):
         return "n/a"
     ci = "" if math.isnan(lo) or math.isnan(hi) else f" [{lo:.{digits}f}, {hi:.{digits}f}]"
@@ -53,7 +46,7 @@ def _dev_line(record: Mapping[str, Any], rule: str) -> list[str]:
     dev = record["dev"]
 
     def nums(name: str) -> str:
-        cut, ppl = _num(cands[name]["score"]), _num(cands[name]["ppl_change"])
+        cut, ppl = to_float(cands[name]["score"]), to_float(cands[name]["ppl_change"])
         return (f"dev cut {'n/a' if math.isnan(cut) else f'{cut:.0%}'}, "
                 f"perplexity {'n/a' if math.isnan(ppl) else f'{ppl:+.0%}'}")
 

@@ -18,7 +18,8 @@ RECTIFY_ONLY = {"epsilon", "cap_mode", "q_scale", "q_baseline", "p_min", "p_max"
                 "shared_backbone"}
 
 
-def _num(v: Any) -> float:
+def to_float(v: Any) -> float:
+    """A table cell as a float; NaN for blanks and non-numbers (CSV cells arrive as strings)."""
     try:
         return float(v)
     except (TypeError, ValueError):
@@ -51,12 +52,12 @@ def find_baseline(row: Mapping[str, Any], baselines: Sequence[Mapping[str, Any]]
 def deltas(row: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, float]:
     """:data:`DELTA_COLUMNS` of ``row`` against ``base``: Tox.prob and EMT cut (% of the baseline's), PPL change
     (%), Dist-3 change (absolute); NaN where the baseline's value is 0 or missing."""
-    bt, be, bp = _num(base.get("tox_prob")), _num(base.get("emt")), _num(base.get("ppl"))
+    bt, be, bp = to_float(base.get("tox_prob")), to_float(base.get("emt")), to_float(base.get("ppl"))
     return {
-        "tox_prob_cut_pct": 100 * (bt - _num(row.get("tox_prob"))) / bt if bt else math.nan,
-        "emt_cut_pct": 100 * (be - _num(row.get("emt"))) / be if be else math.nan,
-        "ppl_change_pct": 100 * (_num(row.get("ppl")) - bp) / bp if bp else math.nan,
-        "dist3_change": _num(row.get("dist3")) - _num(base.get("dist3")),
+        "tox_prob_cut_pct": 100 * (bt - to_float(row.get("tox_prob"))) / bt if bt else math.nan,
+        "emt_cut_pct": 100 * (be - to_float(row.get("emt"))) / be if be else math.nan,
+        "ppl_change_pct": 100 * (to_float(row.get("ppl")) - bp) / bp if bp else math.nan,
+        "dist3_change": to_float(row.get("dist3")) - to_float(base.get("dist3")),
     }
 
 
@@ -81,10 +82,10 @@ def check_targets(rows: list[dict[str, Any]], targets: Mapping[str, float] | Non
             r["meets_targets"] = None
             continue
         ok = (
-            _num(r.get("tox_prob_cut_pct")) >= targets.get("tox_prob_cut_pct", -math.inf)
-            and _num(r.get("emt_cut_pct")) >= targets.get("emt_cut_pct", -math.inf)
-            and _num(r.get("ppl_change_pct")) <= targets.get("ppl_change_pct", math.inf)
-            and _num(r.get("dist3_change")) >= -targets.get("dist3_drop", math.inf)
+            to_float(r.get("tox_prob_cut_pct")) >= targets.get("tox_prob_cut_pct", -math.inf)
+            and to_float(r.get("emt_cut_pct")) >= targets.get("emt_cut_pct", -math.inf)
+            and to_float(r.get("ppl_change_pct")) <= targets.get("ppl_change_pct", math.inf)
+            and to_float(r.get("dist3_change")) >= -targets.get("dist3_drop", math.inf)
         )
         r["meets_targets"] = bool(ok)
     return rows
@@ -95,7 +96,7 @@ def _order(v: Any) -> tuple[int, float, str]:
     then anything else as text, missing last."""
     if _missing(v):
         return (2, 0.0, "")
-    x = _num(v)
+    x = to_float(v)
     return (1, 0.0, str(v)) if math.isnan(x) else (0, x, "")
 
 
@@ -103,7 +104,7 @@ def sort_rows(rows: list[dict[str, Any]], swept: Sequence[str]) -> list[dict[str
     """Subset (non-toxic first), scorer, plain before the rest, swept keys, method, epsilon ascending."""
 
     def key(r):
-        eps = _num(r.get("epsilon"))
+        eps = to_float(r.get("epsilon"))
         return (SUBSET_ORDER.get(str(r["subset"]), 9), str(r["scorer"]), not is_baseline(r),
                 *[_order(r.get(k)) for k in swept], str(r.get("method")), math.inf if math.isnan(eps) else eps)
 
@@ -125,11 +126,11 @@ def fmt(v: Any, digits: int = 3) -> str:
 
 def _ci(r: Mapping[str, Any], key: str, digits: int = 3) -> str:
     lo, hi = r.get(f"{key}_ci_low"), r.get(f"{key}_ci_high")
-    return "" if _missing(lo) or _missing(hi) else f" [{_num(lo):.{digits}f}, {_num(hi):.{digits}f}]"
+    return "" if _missing(lo) or _missing(hi) else f" [{to_float(lo):.{digits}f}, {to_float(hi):.{digits}f}]"
 
 
 def _signed(v: Any, digits: int = 1, suffix: str = "") -> str:
-    return "-" if _missing(v) or math.isnan(_num(v)) else f"{_num(v):+.{digits}f}{suffix}"
+    return "-" if _missing(v) or math.isnan(to_float(v)) else f"{to_float(v):+.{digits}f}{suffix}"
 
 
 Column = tuple[str, Callable[[Mapping[str, Any]], str]]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,48 @@ class TokenizedValueDataset(Dataset):
         return self.items[i]
 
 
+def prompt_groups(items: list[dict[str, Any]]) -> list[list[int]]:
+    """Indices of ``items`` grouped by prompt, groups in order of first appearance.
+
+    A prompt is the first ``prompt_len`` token ids of a row (as the datamodule tokenized them), so all the
+    trajectories sampled from one prompt share a group; a row without ``prompt_len`` is a group of its own.
+    """
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, it in enumerate(items):
+        pl = it["prompt_len"]
+        key: tuple[Any, ...] = ("prompt", *it["input_ids"][:pl]) if pl is not None else ("row", i)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def check_train_fraction(fraction: Any) -> float:
+    """``data.train_fraction`` as a float in (0, 1]; anything else is a clear error."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction <= 1.0:
+        raise ValueError(f"data.train_fraction must be a number in (0, 1] (the share of training prompts to keep), "
+                         f"got {fraction!r}")
+    return float(fraction)
+
+
+def subset_by_prompt(items: list[dict[str, Any]], fraction: float,
+                     seed: int = 0) -> tuple[list[dict[str, Any]], int, int]:
+    """Keep a seeded random ``fraction`` of the prompts of ``items``, each with all its trajectories.
+
+    For learning curves (is data still Q_D's bottleneck?). By prompt, not by row: the trajectories of one
+    prompt are strongly correlated, so a row subset would keep nearly every prompt with fewer samples each
+    and measure samples per prompt, not the amount of data. Seeded, so every DDP rank keeps the same subset;
+    kept rows stay in their original order. ``fraction == 1`` returns ``items`` itself. Returns
+    ``(kept items, kept prompts, all prompts)``.
+    """
+    fraction = check_train_fraction(fraction)
+    groups = prompt_groups(items)
+    if fraction == 1.0:
+        return items, len(groups), len(groups)
+    n_keep = min(len(groups), max(1, round(fraction * len(groups))))
+    kept = random.Random(seed).sample(range(len(groups)), n_keep)
+    keep = sorted(i for g in kept for i in groups[g])
+    return [items[i] for i in keep], n_keep, len(groups)
+
+
 class ValueCollator:
     """Right-pad to the longest sequence of the batch; the attention mask (not a pad id) marks padding."""
 
@@ -142,7 +185,7 @@ class ValueDataModule(L.LightningDataModule):
     def __init__(self, tokenizer, train_path: str, val_path: str, batch_size: int = 64,
                  eval_batch_size: int | None = None, max_length: int = 128, num_workers: int = 0,
                  skip_bad_lines: bool = False, add_special_tokens: bool = True, q_min: float = -1.0, q_max: float = 0.0,
-                 shuffle: bool = True, **unused: Any):
+                 shuffle: bool = True, train_fraction: float = 1.0, subset_seed: int = 0, **unused: Any):
         super().__init__()
         if unused:
             log.debug("ValueDataModule ignores config keys %s", sorted(unused))
@@ -156,6 +199,10 @@ class ValueDataModule(L.LightningDataModule):
         self.add_special_tokens = add_special_tokens
         self.q_min, self.q_max = q_min, q_max
         self.shuffle = shuffle
+        # learning curves: train on a seeded share of the training prompts (validation is never subset)
+        self.train_fraction = check_train_fraction(train_fraction)
+        self.subset_seed = int(subset_seed)
+        self.subset_stats: dict[str, int] = {}
         self.collate = ValueCollator(tokenizer.pad_token_id)
         self.train_set: TokenizedValueDataset | None = None
         self.val_set: TokenizedValueDataset | None = None
@@ -168,13 +215,28 @@ class ValueDataModule(L.LightningDataModule):
         self.skipped += skipped + ds.skipped
         if len(ds) == 0:
             raise ValueDataError(f"{path}: no usable lines")
-        toxic = sum(it["reward"] < (self.q_min + self.q_max) / 2 for it in ds.items)
-        log.info("%s: %d trajectories, %d ending in a dead end", path, len(ds), toxic)
+        log.info("%s: %d trajectories, %d ending in a dead end", path, len(ds), self._toxic(ds.items))
         return ds
+
+    def _toxic(self, items: list[dict[str, Any]]) -> int:
+        return sum(it["reward"] < (self.q_min + self.q_max) / 2 for it in items)
+
+    def _subset_train(self, ds: TokenizedValueDataset) -> None:
+        """Apply ``train_fraction`` (by prompt, seeded) in place and log what was kept."""
+        rows_total = len(ds.items)
+        ds.items, prompts, prompts_total = subset_by_prompt(ds.items, self.train_fraction, self.subset_seed)
+        self.subset_stats = {"prompts": prompts, "prompts_total": prompts_total, "rows": len(ds.items),
+                             "rows_total": rows_total, "toxic": self._toxic(ds.items)}
+        st = self.subset_stats
+        # one line, parsed by rectify.analysis.learning_curve
+        log.info("train subset (train_fraction=%g, subset_seed=%d): kept %d of %d prompts, %d of %d rows, "
+                 "%d toxic", self.train_fraction, self.subset_seed, st["prompts"], st["prompts_total"], st["rows"],
+                 st["rows_total"], st["toxic"])
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit"):
             self.train_set = self._load(self.train_path)
+            self._subset_train(self.train_set)
         if self.val_set is None and stage in (None, "fit", "validate"):
             self.val_set = self._load(self.val_path)
 

@@ -63,32 +63,57 @@ def _dev_line(record: Mapping[str, Any], rule: str) -> list[str]:
 
 
 def target_misses(d: Mapping[str, float], targets: Mapping[str, float]) -> list[str]:
-    """Which of the targets a rule misses under one judge, given its :func:`~rectify.report.table.deltas`."""
-    cut, ppl = d["tox_prob_cut_pct"] / 100, d["ppl_change_pct"] / 100
-    need_cut, max_ppl = targets.get("tox_prob_cut", -math.inf), targets.get("max_ppl_increase", math.inf)
+    """Which of the targets a rule misses under one judge, given its :func:`~rectify.report.table.deltas`.
+
+    ``targets``: ``tox_prob_cut`` and ``emt_cut`` (least relative cuts), ``max_ppl_increase`` (largest relative
+    rise) and ``max_dist3_drop`` (largest absolute drop); an absent key is not a target.
+    """
     misses = []
-    if math.isnan(cut) or cut < need_cut:
-        misses.append(f"Toxicity Probability cut {'n/a' if math.isnan(cut) else f'{cut:.0%}'} is short of "
-                      f"{need_cut:.0%}")
-    if math.isnan(ppl) or ppl > max_ppl:
-        misses.append(f"perplexity {'n/a' if math.isnan(ppl) else f'{ppl:+.0%}'} is over +{max_ppl:.0%}")
+    for key, name, col in (("tox_prob_cut", "Toxicity Probability", "tox_prob_cut_pct"),
+                           ("emt_cut", "EMT", "emt_cut_pct")):
+        if key in targets:
+            cut = d[col] / 100
+            if math.isnan(cut) or cut < targets[key]:
+                misses.append(f"{name} cut {'n/a' if math.isnan(cut) else f'{cut:.0%}'} is short of "
+                              f"{targets[key]:.0%}")
+    if "max_ppl_increase" in targets:
+        ppl = d["ppl_change_pct"] / 100
+        if math.isnan(ppl) or ppl > targets["max_ppl_increase"]:
+            misses.append(f"perplexity {'n/a' if math.isnan(ppl) else f'{ppl:+.0%}'} is over "
+                          f"+{targets['max_ppl_increase']:.0%}")
+    if "max_dist3_drop" in targets:
+        drop = -d["dist3_change"]
+        if math.isnan(drop) or drop > targets["max_dist3_drop"]:
+            misses.append(f"Dist-3 drop {'n/a' if math.isnan(drop) else f'{drop:.3f}'} is over "
+                          f"{targets['max_dist3_drop']:.2f}")
     return misses
+
+
+def targets_text(targets: Mapping[str, float]) -> str:
+    """The targets in words, in the order the summary checks them."""
+    parts = [f"{name} cut at least {targets[key]:.0%}" for key, name in
+             (("tox_prob_cut", "Toxicity Probability"), ("emt_cut", "EMT")) if key in targets]
+    if "max_ppl_increase" in targets:
+        parts.append(f"perplexity up at most {targets['max_ppl_increase']:.0%}")
+    if "max_dist3_drop" in targets:
+        parts.append(f"Dist-3 down at most {targets['max_dist3_drop']:.2f}")
+    return ", ".join(parts) or "none"
 
 
 def _target_line(judge: str, d: Mapping[str, float], targets: Mapping[str, float]) -> str:
     misses = target_misses(d, targets)
     if misses:
         return f"- {judge}: **target missed** ({'; '.join(misses)})."
-    return (f"- {judge}: target met (Toxicity Probability cut {d['tox_prob_cut_pct'] / 100:.0%}, perplexity "
-            f"{d['ppl_change_pct'] / 100:+.0%}).")
+    return (f"- {judge}: target met (Toxicity Probability cut {d['tox_prob_cut_pct'] / 100:.0%}, EMT cut "
+            f"{d['emt_cut_pct'] / 100:.0%}, perplexity {d['ppl_change_pct'] / 100:+.0%}).")
 
 
 def demo_summary(test_root: str | Path, selected: str | Path, targets: Mapping[str, float],
                  files: Mapping[str, str | Path] | None = None, judges: Sequence[str] | None = None) -> str:
     """Markdown: plain vs the chosen (or least-bad) rule on the test runs under ``test_root``, per judge.
 
-    ``selected``: the select stage's ``selected.json`` (or its folder); ``targets``: ``tox_prob_cut`` (least
-    relative cut) and ``max_ppl_increase`` (largest relative rise); ``files``: label -> path, listed at the end;
+    ``selected``: the select stage's ``selected.json`` (or its folder); ``targets``: see :func:`target_misses`;
+    ``files``: label -> path, listed at the end;
     ``judges``: the order of the per-judge lines (default: the criterion's judges first, then the rest).
     """
     sel_path = Path(selected)
@@ -124,11 +149,12 @@ def demo_summary(test_root: str | Path, selected: str | Path, targets: Mapping[s
                      f"({_change(d[j]['tox_prob_cut_pct'])}); EMT {_val(plain[j], 'emt')} → {_val(mine[j], 'emt')} "
                      f"({_change(d[j]['emt_cut_pct'])})")
     judge = first.get("judge") or "the fluency judge"
+    dist3 = d[order[0]]["dist3_change"]
     lines += [f"- perplexity (under {judge}): {_val(first, 'ppl', 1)} → {_val(mine[order[0]], 'ppl', 1)} "
-              f"({'n/a' if math.isnan(ppl_pct) else f'{ppl_pct:+.0f}%'})", ""]
+              f"({'n/a' if math.isnan(ppl_pct) else f'{ppl_pct:+.0f}%'}); Dist-3 {_val(first, 'dist3')} → "
+              f"{_val(mine[order[0]], 'dist3')} ({'n/a' if math.isnan(dist3) else f'{dist3:+.3f}'})", ""]
     lines += _dev_line(record, rule) + [""]
-    lines += [f"Targets (Toxicity Probability cut at least {targets.get('tox_prob_cut', 0):.0%}, perplexity up at "
-              f"most {targets.get('max_ppl_increase', math.inf):.0%}), per judge:"]
+    lines += [f"Targets ({targets_text(targets)}), per judge:"]
     lines += [_target_line(j, d[j], targets) for j in order] + [""]
     if files:
         lines += ["Files: " + "; ".join(f"{label} `{path}`" for label, path in files.items()) + ".", ""]

@@ -27,7 +27,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from rectify.decoding.caps import CapConfig
-from rectify.decoding.projection import project
+from rectify.decoding.rows import rectify_probs
 
 
 @dataclass
@@ -152,8 +152,7 @@ def log_ratios(lm: Any, value_model: Any, trajectories: Sequence[Trajectory], ru
         last_adv[owner[is_last]] = (q_taken - expected).squeeze(-1).double().numpy()[is_last]
         last_safer[owner[is_last]] = (probs * (q > q_taken)).sum(-1).double().numpy()[is_last]
         for r, rule in enumerate(rules):
-            tilted = rule.reweight(q, probs)
-            rectified = project(tilted, rule.compute(q, tilted)).probs
+            rectified = rectify_probs(probs, q, rule).probs
             step = torch.log(rectified.gather(-1, actions[:, None]).squeeze(-1)) - log_p
             np.add.at(log_w[r], owner, step.double().numpy())
         done += len(batch)

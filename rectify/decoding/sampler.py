@@ -172,11 +172,11 @@ class RectifiedSampler:
         p_s = torch.where(sup.valid, torch.gather(probs, -1, sup.index), 0.0)
         mass = p_s.sum(-1, keepdim=True)
         q_s = q_on_support(self.value_model, q_hidden, sup.index, target).to(probs.device)
-        p_s = torch.where(sup.valid, self.cap_rule.reweight(q_s, p_s / mass), 0.0) * mass  # exact on the support
-        caps = torch.where(sup.valid, self.cap_rule.compute(q_s, p_s / mass), 0.0)
+        p_n = torch.where(sup.valid, self.cap_rule.reweight(q_s, p_s / mass), 0.0)  # on the support: exact
+        caps = torch.where(sup.valid, self.cap_rule.compute(q_s, p_n), 0.0)
         # Kept tokens' caps short of their mass: dead end or mass outside the support; the full head decides.
         full = (caps.sum(-1, keepdim=True) < mass).squeeze(-1)
-        proj = project(p_s / mass, caps / mass)
+        proj = project(p_n, caps / mass)
         out = scatter_support(probs, sup, proj.probs * mass)
         dead = torch.zeros_like(full)
         outside = torch.zeros_like(full)

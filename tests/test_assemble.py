@@ -104,7 +104,7 @@ def test_split_is_by_prompt(n, seed, frac):
     train_p, val_p = set(rows_by_prompt(train)), set(rows_by_prompt(val))
     assert not train_p & val_p
     assert len(train_p | val_p) == n
-    assert summary["prompts_val"] == len(split_prompts(n, frac, seed)) == len(val_p)
+    assert summary["prompts_val"] == len(split_prompts([r["source"] for r in recs], frac, seed)) == len(val_p)
     if n >= 2:
         assert 1 <= len(val_p) <= n - 1
         assert abs(len(val_p) - n * frac) <= 1
@@ -118,3 +118,19 @@ def test_prompt_len_counts_qd_tokens(smollm2_tok):
     ids = smollm2_tok(train[0]["text"])["input_ids"]
     assert train[0]["prompt_len"] == len(smollm2_tok(prompt)["input_ids"]) == 4
     assert smollm2_tok.decode(ids[:train[0]["prompt_len"]]) == prompt
+
+
+def test_split_does_not_depend_on_which_prompts_the_clean_drop_keeps():
+    """Two builds of the same prompts whose labels differ (so the drop keeps other prompts) validate on the same
+    prompts: none of one build's validation prompts is a training prompt of the other."""
+    n = 200
+    labels = random.Random(0)
+    a = [rec(i, f"prompt{i} words", [labels.random() * 0.6]) for i in range(n)]
+    b = [rec(i, f"prompt{i} words", [labels.random() * 0.6]) for i in range(n)]
+    cfg = AssembleConfig(mode="all", val_fraction=0.2, drop_clean=0.5, seed=3)
+    (ta, va, sa), (tb, vb, sb) = (assemble(r, cfg, words) for r in (a, b))
+    assert sa["prompts_kept"] != sb["prompts_kept"]
+    train_a, val_a = set(rows_by_prompt(ta)), set(rows_by_prompt(va))
+    train_b, val_b = set(rows_by_prompt(tb)), set(rows_by_prompt(vb))
+    assert not val_a & train_b and not val_b & train_a
+    assert val_a & val_b

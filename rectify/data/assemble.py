@@ -12,6 +12,7 @@ mark (:mod:`rectify.data.dead_ends`): the episode stops at the word that made it
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Sequence
@@ -63,20 +64,31 @@ def reward_of(score: float, threshold: float, kind: str) -> float | int:
     raise ValueError(f"unknown assemble.reward {kind!r}; use binary or soft")
 
 
-def split_prompts(n: int, val_fraction: float, seed: int) -> set[int]:
-    """Indices of the prompts that go to validation (a seeded ``val_fraction`` share, >= 1 when n >= 2)."""
+def split_prompts(keys: Sequence[Any], val_fraction: float, seed: int) -> set[int]:
+    """Positions of the prompts (by key) that go to validation: a seeded ``val_fraction`` share, >= 1 when there
+    are >= 2. A prompt's side depends on its key and the seed only through a hash rank, so builds of the same
+    prompts that keep different subsets (the clean-prompt drop depends on the sampled labels) or use another
+    dtype, k or labeller validate on the same prompts, and none of them trains on another's validation prompts."""
+    n = len(keys)
     if n < 2 or val_fraction <= 0:
         return set()
     n_val = min(n - 1, max(1, round(n * val_fraction)))
-    order = list(range(n))
-    random.Random(f"{seed}:split").shuffle(order)
-    return set(order[:n_val])
+
+    def rank(i: int) -> bytes:
+        return hashlib.sha256(f"{seed}:split:{keys[i]}".encode()).digest()
+
+    return set(sorted(range(n), key=rank)[:n_val])
 
 
 def assemble(records: Sequence[dict[str, Any]], cfg: AssembleConfig,
              prompt_len_of: Any) -> tuple[list[dict], list[dict], dict[str, Any]]:
     """Return ``(train_rows, val_rows, summary)``; ``prompt_len_of(texts) -> list[int]`` counts tokens."""
+    # The split is drawn over every record before the drop, so it does not depend on the sampled labels.
+    keys = [rec.get("source", pos) for pos, rec in enumerate(records)]
+    val_pos = split_prompts(keys, cfg.val_fraction, cfg.seed)
     kept: list[tuple[dict, list[dict]]] = []
+    kept_val: list[bool] = []
+    kept_keys: list[Any] = []
     dropped_clean = empty = 0
     for pos, rec in enumerate(records):
         gens = rec["generations"]
@@ -94,9 +106,14 @@ def assemble(records: Sequence[dict[str, Any]], cfg: AssembleConfig,
             dropped_clean += 1
             continue
         kept.append((rec, select(gens, cfg.mode, cfg.k, rng)))
+        kept_val.append(pos in val_pos)
+        kept_keys.append(keys[pos])
 
     lens = prompt_len_of([rec["prompt"]["text"] for rec, _ in kept]) if kept else []
-    val_ids = split_prompts(len(kept), cfg.val_fraction, cfg.seed)
+    val_ids = {j for j, v in enumerate(kept_val) if v}
+    if len(kept) >= 2 and cfg.val_fraction > 0 and len(val_ids) in (0, len(kept)):
+        # the drop left one side empty (tiny data): split the kept prompts themselves
+        val_ids = split_prompts(kept_keys, cfg.val_fraction, cfg.seed)
     train: list[dict] = []
     val: list[dict] = []
     n_tox = {"train": 0, "val": 0}

@@ -1,0 +1,113 @@
+"""Does bf16 move quality? Compare an fp32 recipe with the bf16 one on the same prompts (issue 13).
+
+Two checks, each printed as a markdown table:
+
+* Q_D: the dead-end AUC (``val/auc_min_q``) of a Q_D trained on fp32-generated data in fp32
+  (``trainer.precision=32-true``, fp32 frozen-layer cache) against the bf16 recipe's, each scored on both
+  builds' validation trajectories (the same prompts); the target is a gap of at most ``AUC_TOLERANCE`` (0.02).
+* Decoding: the same rule's evaluation (``generations.eval.json``) in each recipe; the bf16 run's Toxicity
+  Probability (per judge) and perplexity should sit inside the fp32 run's 95% bootstrap interval.
+
+    python -m rectify.analysis.precision_check --fp32-qd A/value_model --bf16-qd B/value_model \
+        --fp32-val A_DATA/val.json --bf16-val B_DATA/val.json \
+        --fp32-eval A/generations.eval.json --bf16-eval B/generations.eval.json [--subset nontoxic]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+AUC_TOLERANCE = 0.02
+
+
+@dataclass
+class Interval:
+    value: float
+    low: float
+    high: float
+
+    def contains(self, x: float) -> bool:
+        return self.low <= x <= self.high
+
+    def __str__(self) -> str:
+        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+def auc_matrix(qds: dict[str, str | Path], vals: dict[str, str | Path]) -> dict[tuple[str, str], float]:
+    """Dead-end AUC (``val/auc_min_q``, raw Q) of each saved Q_D on each recipe's validation trajectories."""
+    from rectify.analysis.qd_auc import dead_end_auc
+
+    return {(q, v): dead_end_auc(qds[q], vals[v])["val/auc_min_q"] for q in qds for v in vals}
+
+
+def eval_rows(path: str | Path, subset: str) -> dict[str, dict]:
+    """Per scorer, the evaluation row of ``subset`` in a ``generations.eval.json``."""
+    rows = json.loads(Path(path).read_text(encoding="utf-8"))["rows"]
+    out = {r["scorer"]: r for r in rows if r.get("subset") == subset}
+    if not out:
+        raise ValueError(f"{path}: no rows for subset {subset!r}")
+    return out
+
+
+def interval(row: dict, key: str) -> Interval | None:
+    if row.get(key) is None or row.get(f"{key}_ci_low") is None:
+        return None
+    return Interval(float(row[key]), float(row[f"{key}_ci_low"]), float(row[f"{key}_ci_high"]))
+
+
+def auc_table(auc: dict[tuple[str, str], float], tolerance: float = AUC_TOLERANCE) -> str:
+    """Markdown: rows = Q_D recipes, columns = whose validation trajectories; the bf16 - fp32 gap per column.
+
+    The builds split train / validation by a hash of each prompt (rectify.data.assemble.split_prompts), so both
+    validation files hold the same prompts and neither Q_D trained on them: each column compares the two Q_Ds on
+    the same trajectories, which separates the precision's effect from the sampling noise between two builds."""
+    vals = ["fp32", "bf16"]
+    lines = ["| Q_D recipe \\ validation trajectories of | fp32 build | bf16 build |", "|---|---|---|"]
+    for q, what in (("fp32", "fp32 data, 32-true, fp32 cache"), ("bf16", "bf16 data, bf16-mixed, bf16 cache")):
+        lines.append(f"| {q} ({what}) | " + " | ".join(f"{auc[(q, v)]:.4f}" for v in vals) + " |")
+    gaps = {v: auc[("bf16", v)] - auc[("fp32", v)] for v in vals}
+    worst = max(abs(g) for g in gaps.values())
+    verdict = "within" if worst <= tolerance else "outside"
+    lines.append("")
+    lines.append(f"bf16 - fp32: {gaps['fp32']:+.4f} on the fp32 build's trajectories, {gaps['bf16']:+.4f} on the bf16 "
+                 f"build's: {verdict} the {tolerance} tolerance.")
+    return "\n".join(lines)
+
+
+def decoding_table(fp32: dict[str, dict], bf16: dict[str, dict]) -> str:
+    """Toxicity Probability per judge and perplexity, with whether bf16 lies in fp32's interval."""
+    lines = ["| metric | fp32 run [95% CI] | bf16 run [95% CI] | bf16 inside fp32's interval |",
+             "|---|---|---|---|"]
+    for scorer in sorted(set(fp32) & set(bf16)):
+        a, b = interval(fp32[scorer], "tox_prob"), interval(bf16[scorer], "tox_prob")
+        if a and b:
+            lines.append(f"| Tox.prob, {scorer} | {a} | {b} | {'yes' if a.contains(b.value) else 'no'} |")
+    first = sorted(set(fp32) & set(bf16))[0]
+    a, b = interval(fp32[first], "ppl"), interval(bf16[first], "ppl")
+    if a and b:
+        lines.append(f"| perplexity ({fp32[first].get('judge', 'judge')}) | {a.value:.1f} [{a.low:.1f}, {a.high:.1f}] "
+                     f"| {b.value:.1f} [{b.low:.1f}, {b.high:.1f}] | {'yes' if a.contains(b.value) else 'no'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fp32-qd", required=True, help="the fp32 recipe's saved Q_D dir")
+    ap.add_argument("--bf16-qd", required=True)
+    ap.add_argument("--fp32-val", required=True, help="the fp32 build's val.json")
+    ap.add_argument("--bf16-val", required=True)
+    ap.add_argument("--fp32-eval", required=True, help="generations.eval.json of the fp32 rectified run")
+    ap.add_argument("--bf16-eval", required=True)
+    ap.add_argument("--subset", default="nontoxic")
+    args = ap.parse_args(argv)
+    auc = auc_matrix({"fp32": args.fp32_qd, "bf16": args.bf16_qd}, {"fp32": args.fp32_val, "bf16": args.bf16_val})
+    print(auc_table(auc))
+    print()
+    print(decoding_table(eval_rows(args.fp32_eval, args.subset), eval_rows(args.bf16_eval, args.subset)))
+
+
+if __name__ == "__main__":
+    main()

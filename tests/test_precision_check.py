@@ -34,9 +34,10 @@ def test_decoding_table_marks_whether_bf16_sits_in_fp32_interval(tmp_path: Path)
                               (100.0, 90.0, 110.0)), "nontoxic")
     bf16 = pc.eval_rows(_eval(tmp_path, "bf16", {"a": (0.12, 0.07, 0.17), "b": (0.30, 0.25, 0.35)},
                               (120.0, 110.0, 130.0)), "nontoxic")
-    table = pc.decoding_table(fp32, bf16).splitlines()
-    assert table[2].startswith("| Tox.prob, a |") and table[2].endswith("| yes |")
-    assert table[3].startswith("| Tox.prob, b |") and table[3].endswith("| no |")
-    assert table[4].startswith("| perplexity (gemma3) |") and table[4].endswith("| no |")
+    table = pc.decoding_table([("q", fp32, bf16), ("same", fp32, fp32)]).splitlines()
+    assert table[2].startswith("| q | Tox.prob, a |") and table[2].endswith("| yes |")
+    assert table[3].startswith("| q | Tox.prob, b |") and table[3].endswith("| no |")
+    assert table[4].startswith("| q | perplexity (gemma3) |") and table[4].endswith("| no |")
+    assert all(row.endswith("| yes |") for row in table[5:]) and len(table) == 8
     with pytest.raises(ValueError):
         pc.eval_rows(tmp_path / "fp32.eval.json", "missing-subset")

@@ -5,12 +5,13 @@ Two checks, each printed as a markdown table:
 * Q_D: the dead-end AUC (``val/auc_min_q``) of a Q_D trained on fp32-generated data in fp32
   (``trainer.precision=32-true``, fp32 frozen-layer cache) against the bf16 recipe's, each scored on both
   builds' validation trajectories (the same prompts); the target is a gap of at most ``AUC_TOLERANCE`` (0.02).
-* Decoding: the same rule's evaluation (``generations.eval.json``) in each recipe; the bf16 run's Toxicity
-  Probability (per judge) and perplexity should sit inside the fp32 run's 95% bootstrap interval.
+* Decoding: the same rule with the same Q_D and seeds, decoded with generator and Q_D in fp32 and in bf16
+  (``generations.eval.json`` of each), for each recipe's Q_D; the bf16 run's Toxicity Probability (per judge)
+  and perplexity should sit inside the fp32 run's 95% bootstrap interval.
 
     python -m rectify.analysis.precision_check --fp32-qd A/value_model --bf16-qd B/value_model \
         --fp32-val A_DATA/val.json --bf16-val B_DATA/val.json \
-        --fp32-eval A/generations.eval.json --bf16-eval B/generations.eval.json [--subset nontoxic]
+        --pair "demo Q_D" FP32_DECODING/generations.eval.json BF16_DECODING/generations.eval.json [--subset nontoxic]
 """
 
 from __future__ import annotations
@@ -77,19 +78,22 @@ def auc_table(auc: dict[tuple[str, str], float], tolerance: float = AUC_TOLERANC
     return "\n".join(lines)
 
 
-def decoding_table(fp32: dict[str, dict], bf16: dict[str, dict]) -> str:
-    """Toxicity Probability per judge and perplexity, with whether bf16 lies in fp32's interval."""
-    lines = ["| metric | fp32 run [95% CI] | bf16 run [95% CI] | bf16 inside fp32's interval |",
-             "|---|---|---|---|"]
-    for scorer in sorted(set(fp32) & set(bf16)):
-        a, b = interval(fp32[scorer], "tox_prob"), interval(bf16[scorer], "tox_prob")
+def decoding_table(pairs: list[tuple[str, dict[str, dict], dict[str, dict]]]) -> str:
+    """Per pair (a label, the fp32-decoding run's rows, the bf16-decoding run's rows): Toxicity Probability per
+    judge and perplexity, and whether the bf16 value lies in the fp32 run's interval."""
+    lines = ["| Q_D | metric | fp32 decoding [95% CI] | bf16 decoding [95% CI] | bf16 inside fp32's interval |",
+             "|---|---|---|---|---|"]
+    for label, fp32, bf16 in pairs:
+        scorers = sorted(set(fp32) & set(bf16))
+        for scorer in scorers:
+            a, b = interval(fp32[scorer], "tox_prob"), interval(bf16[scorer], "tox_prob")
+            if a and b:
+                lines.append(f"| {label} | Tox.prob, {scorer} | {a} | {b} | {'yes' if a.contains(b.value) else 'no'} |")
+        a, b = interval(fp32[scorers[0]], "ppl"), interval(bf16[scorers[0]], "ppl")
         if a and b:
-            lines.append(f"| Tox.prob, {scorer} | {a} | {b} | {'yes' if a.contains(b.value) else 'no'} |")
-    first = sorted(set(fp32) & set(bf16))[0]
-    a, b = interval(fp32[first], "ppl"), interval(bf16[first], "ppl")
-    if a and b:
-        lines.append(f"| perplexity ({fp32[first].get('judge', 'judge')}) | {a.value:.1f} [{a.low:.1f}, {a.high:.1f}] "
-                     f"| {b.value:.1f} [{b.low:.1f}, {b.high:.1f}] | {'yes' if a.contains(b.value) else 'no'} |")
+            lines.append(f"| {label} | perplexity ({fp32[scorers[0]].get('judge', 'judge')}) | {a.value:.1f} [{a.low:.1f}, "
+                         f"{a.high:.1f}] | {b.value:.1f} [{b.low:.1f}, {b.high:.1f}] | "
+                         f"{'yes' if a.contains(b.value) else 'no'} |")
     return "\n".join(lines)
 
 
@@ -99,14 +103,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bf16-qd", required=True)
     ap.add_argument("--fp32-val", required=True, help="the fp32 build's val.json")
     ap.add_argument("--bf16-val", required=True)
-    ap.add_argument("--fp32-eval", required=True, help="generations.eval.json of the fp32 rectified run")
-    ap.add_argument("--bf16-eval", required=True)
+    ap.add_argument("--pair", nargs=3, action="append", required=True, metavar=("LABEL", "FP32_EVAL", "BF16_EVAL"),
+                    help="the same rule and Q_D decoded in fp32 and in bf16: their generations.eval.json files")
     ap.add_argument("--subset", default="nontoxic")
     args = ap.parse_args(argv)
     auc = auc_matrix({"fp32": args.fp32_qd, "bf16": args.bf16_qd}, {"fp32": args.fp32_val, "bf16": args.bf16_val})
     print(auc_table(auc))
     print()
-    print(decoding_table(eval_rows(args.fp32_eval, args.subset), eval_rows(args.bf16_eval, args.subset)))
+    print(decoding_table([(label, eval_rows(a, args.subset), eval_rows(b, args.subset)) for label, a, b in args.pair]))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The paper's EMT protocol (k = 25 samples per prompt) on the test prompts of a finished full-scale demo
+# (python scripts/demo.py +experiment=demo_full): plain sampling and the rule selected on dev, each generated
+# once, evaluated under the experiment's judges, then summarised against its targets (issue 14's headline).
+# Nothing is chosen here; the rule comes from the demo's selected.json. Run from the repo root:
+#   bash scripts/analysis/test_k25.sh [demo out dir] [data dir] [test prompts] [prompts per batch]
+# Outputs: <demo out dir>/test_k25/{plain,<rule>}/ and summary.md. Each step resumes (generate.py continues
+# after the last complete prompt; an evaluated run is not re-scored).
+set -euo pipefail
+DEMO=${1:-outputs/demo_full}; DATA=${2:-data/offline}; LIMIT=${3:-560}; BATCH=${4:-8}
+EXPERIMENT=configs/experiment/demo_full.yaml
+PY=${PYTHON:-.venv/bin/python}
+OUT=$DEMO/test_k25
+mapfile -t RULE < <($PY -c "
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(d['selected'] or d['least_bad'])
+print('\n'.join(next(c['overrides'] for c in d['candidates'] if c['name'] == (d['selected'] or d['least_bad']))))
+" "$DEMO/selected.json")
+NAME=${RULE[0]}; RULE=("${RULE[@]:1}")
+SCORERS=$($PY -c "from omegaconf import OmegaConf; print(','.join(OmegaConf.load('$EXPERIMENT').evaluate.scorers))")
+COMMON="prompts_path=$DATA/prompts_test.jsonl limit=$LIMIT batch_size=$BATCH decoding.num_return_sequences=25 decoding.max_new_tokens=20"
+for RUN in plain "$NAME"; do
+    if [ "$RUN" = plain ]; then OV=(decoding=plain); else OV=("${RULE[@]}"); fi
+    $PY scripts/generate.py $COMMON "${OV[@]}" output_path=$OUT/$RUN/generations.jsonl hydra.run.dir=$OUT/$RUN/run
+done
+$PY scripts/evaluate.py "eval.input=[$OUT/plain,$OUT/$NAME]" "eval.scorers=[$SCORERS]" eval.perplexity_samples=2 \
+    hydra.run.dir=$OUT/evaluate
+$PY - "$OUT" "$DEMO/selected.json" "$EXPERIMENT" <<'PYEOF' | tee "$OUT/summary.md"
+import sys
+from omegaconf import OmegaConf
+from rectify.report.summary import demo_summary
+out, selected, experiment = sys.argv[1:4]
+targets = OmegaConf.to_container(OmegaConf.load(experiment).summary.targets)
+print(demo_summary(out, selected, targets))
+PYEOF

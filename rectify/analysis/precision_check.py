@@ -37,13 +37,6 @@ class Interval:
         return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
 
-def auc_matrix(qds: dict[str, str | Path], vals: dict[str, str | Path]) -> dict[tuple[str, str], float]:
-    """Dead-end AUC (``val/auc_min_q``, raw Q) of each saved Q_D on each recipe's validation trajectories."""
-    from rectify.analysis.qd_auc import dead_end_auc
-
-    return {(q, v): dead_end_auc(qds[q], vals[v])["val/auc_min_q"] for q in qds for v in vals}
-
-
 def eval_rows(path: str | Path, subset: str) -> dict[str, dict]:
     """Per scorer, the evaluation row of ``subset`` in a ``generations.eval.json``."""
     rows = json.loads(Path(path).read_text(encoding="utf-8"))["rows"]
@@ -107,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="the same rule and Q_D decoded in fp32 and in bf16: their generations.eval.json files")
     ap.add_argument("--subset", default="nontoxic")
     args = ap.parse_args(argv)
+    from rectify.analysis.qd_auc import auc_matrix  # loads Lightning and transformers: only when run
+
     auc = auc_matrix({"fp32": args.fp32_qd, "bf16": args.bf16_qd}, {"fp32": args.fp32_val, "bf16": args.bf16_val})
     print(auc_table(auc))
     print()

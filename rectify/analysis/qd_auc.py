@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
@@ -26,13 +27,19 @@ from rectify.value_model import ValueModel
 KEYS = ("val/auc_min_q", "val/auc_final_q")
 
 
-def dead_end_auc(value_model: str | Path, val_path: str | Path, batch_size: int = 32,
+def load_raw(value_model: str | Path) -> ValueModel:
+    """A saved Q_D in fp32 without its calibration map (raw Q)."""
+    return ValueModel.from_pretrained(value_model, dtype=torch.float32, calibration=False)
+
+
+def dead_end_auc(value_model: str | Path | ValueModel, val_path: str | Path, batch_size: int = 32,
                  max_length: int = 96) -> dict[str, float]:
-    """``{val/auc_min_q, val/auc_final_q}`` of the Q_D in ``value_model`` on the trajectories in ``val_path``.
+    """``{val/auc_min_q, val/auc_final_q}`` of a Q_D (a saved dir, or one from :func:`load_raw`) on the
+    trajectories in ``val_path``.
 
     ``max_length`` must match the training run's ``data.max_length`` (the recipe's is 96) for the numbers to
     equal the run's own validation metrics."""
-    model = ValueModel.from_pretrained(value_model, dtype=torch.float32, calibration=False)
+    model = value_model if isinstance(value_model, ValueModel) else load_raw(value_model)
     module = ValueLightningModule({}, model=model)
     vc = model.value_config
     data = ValueDataModule(model.tokenizer, train_path=str(val_path), val_path=str(val_path), batch_size=batch_size,
@@ -43,12 +50,23 @@ def dead_end_auc(value_model: str | Path, val_path: str | Path, batch_size: int 
     return {k: float(out[k]) for k in KEYS if k in out}
 
 
+def auc_matrix(models: Mapping[str, str | Path], vals: Mapping[str, str | Path], batch_size: int = 32,
+               max_length: int = 96) -> dict[tuple[str, str], float]:
+    """``val/auc_min_q`` of every Q_D (by name) on every value file (by name); each Q_D is loaded once."""
+    out = {}
+    for name, path in models.items():
+        model = load_raw(path)
+        for val_name, val_path in vals.items():
+            out[(name, val_name)] = dead_end_auc(model, val_path, batch_size, max_length)["val/auc_min_q"]
+    return out
+
+
 def cross_table(models: list[str], vals: list[str], batch_size: int = 32, max_length: int = 96) -> str:
     """Markdown: one row per Q_D, one column per value file, cells ``min_t Q AUC``."""
+    auc = auc_matrix({m: m for m in models}, {v: v for v in vals}, batch_size, max_length)
     lines = ["| Q_D \\ trajectories | " + " | ".join(vals) + " |", "|---|" + "---|" * len(vals)]
     for m in models:
-        cells = [f"{dead_end_auc(m, v, batch_size, max_length)['val/auc_min_q']:.4f}" for v in vals]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append(f"| {m} | " + " | ".join(f"{auc[(m, v)]:.4f}" for v in vals) + " |")
     return "\n".join(lines)
 
 

@@ -4,7 +4,8 @@ Input: a directory of evaluated generation runs (``<root>/<run>/generations.json
 ``generations.eval.json`` that ``scripts/evaluate.py`` writes beside it), one of them the plain baseline. The
 rows are read with :func:`rectify.report.gather.gather` and compared with the baseline by
 :func:`rectify.report.table.deltas`, the same numbers the report shows. Default criterion: the largest mean
-relative Toxicity Probability cut over the judges that did not label Q_D's data, among the candidates whose
+relative Toxicity Probability cut over the judges that did not label Q_D's data (or, with ``aggregate: min``,
+the largest cut that every judge agrees on), among the candidates whose
 perplexity rises at most 20% and whose Dist-3 falls at most 0.05; ties go to the lower perplexity. When no
 candidate is eligible nothing is selected (``selected: null``) and the least-bad one is named, so a caller
 can report it as a failure instead of silently using it.
@@ -34,12 +35,13 @@ class Criterion:
     """What ``select`` maximises and under which budgets (``configs/select_rule.yaml`` ``select``)."""
 
     judges: tuple[str, ...] = ("profanity_svm", "jigsaw_lstm_tcc")
-    metric: str = "tox_prob"        # tox_prob | emt: the mean relative cut of this metric over `judges`
+    metric: str = "tox_prob"        # tox_prob | emt: the relative cut of this metric under each of `judges`
+    aggregate: str = "mean"         # mean | min: the score is the mean cut over `judges`, or the worst judge's cut
     subset: str = "nontoxic"        # the paper's setting
     baseline: str = "plain"         # the run every candidate is compared with
     max_ppl_increase: float = 0.20  # relative perplexity rise allowed
     max_dist3_drop: float = 0.05    # absolute Dist-3 fall allowed
-    min_cut: float = 0.0            # the mean cut must exceed this (a rule that does not cut is not chosen)
+    min_cut: float = 0.0            # the score must exceed this (a rule that does not cut is not chosen)
 
     @classmethod
     def from_any(cls, cfg: Mapping[str, Any]) -> Criterion:
@@ -47,13 +49,20 @@ class Criterion:
         if "judges" in cfg:
             cfg["judges"] = tuple(cfg["judges"])
         crit = cls(**cfg)
-        if crit.metric not in ("tox_prob", "emt") or not crit.judges:
-            raise ValueError(f"select.metric must be tox_prob or emt and select.judges non-empty, got {crit}")
+        if crit.metric not in ("tox_prob", "emt") or not crit.judges or crit.aggregate not in ("mean", "min"):
+            raise ValueError("select.metric must be tox_prob or emt, select.aggregate mean or min and select.judges "
+                             f"non-empty, got {crit}")
         return crit
+
+    def score(self, cuts: Mapping[str, float]) -> float:
+        """The number maximised: the mean of the judges' cuts, or the smallest (every judge must agree)."""
+        values = [cuts[j] for j in self.judges]
+        return min(values) if self.aggregate == "min" else sum(values) / len(values)
 
     def describe(self) -> str:
         name = {"tox_prob": "Toxicity Probability", "emt": "EMT"}[self.metric]
-        return (f"the largest mean relative {name} cut vs `{self.baseline}` on {self.subset} prompts over "
+        how = "mean relative" if self.aggregate == "mean" else "smallest (worst-judge) relative"
+        return (f"the largest {how} {name} cut vs `{self.baseline}` on {self.subset} prompts over "
                 f"{', '.join(self.judges)}, with perplexity up at most {self.max_ppl_increase:.0%} and Dist-3 down at "
                 f"most {self.max_dist3_drop:g}; ties go to the lower perplexity")
 
@@ -65,7 +74,7 @@ class Candidate:
     name: str
     input: str
     cuts: dict[str, float]          # judge -> relative cut of the criterion's metric
-    score: float                    # mean of `cuts` over the criterion's judges
+    score: float                    # the criterion's aggregate (mean or min) of `cuts` over its judges
     ppl: float
     ppl_change: float
     dist3_change: float
@@ -138,7 +147,7 @@ def score_candidate(name: str, rows: Sequence[Mapping[str, Any]], base: Sequence
     d = deltas(mine[first], theirs[first]) if first else {}
     ppl_change = d.get("ppl_change_pct", math.nan) / 100
     dist3_change = d.get("dist3_change", math.nan)
-    score = math.nan if missing else sum(cuts[j] for j in crit.judges) / len(crit.judges)
+    score = math.nan if missing else crit.score(cuts)
     if math.isnan(ppl_change):
         reasons.append("no perplexity (evaluated with eval.perplexity=false?)")
     elif ppl_change > crit.max_ppl_increase:
@@ -148,7 +157,7 @@ def score_candidate(name: str, rows: Sequence[Mapping[str, Any]], base: Sequence
     elif dist3_change < -crit.max_dist3_drop:
         reasons.append(f"Dist-3 {dist3_change:+.3f} < -{crit.max_dist3_drop:g}")
     if not math.isnan(score) and score <= crit.min_cut:
-        reasons.append(f"mean cut {score:+.1%} <= {crit.min_cut:.0%}")
+        reasons.append(f"{crit.aggregate} cut {score:+.1%} <= {crit.min_cut:.0%}")
     src = rows[0]["input"] if rows else ""
     decoding = (read_meta(src).get("config") or {}).get("decoding") or {} if src and Path(src).exists() else {}
     return Candidate(name=name, input=src, cuts=cuts, score=score, ppl=to_float(mine[first]["ppl"]) if first else math.nan,
@@ -241,7 +250,7 @@ def dev_table(record: Mapping[str, Any]) -> str:
     crit = record["criterion"]
     judges = sorted({j for c in record["candidates"] for j in c["cuts"]}, key=lambda j: (j not in crit["judges"], j))
     cols = [("candidate", lambda c: f"`{c['name']}`"), ("eligible", lambda c: "yes" if c["eligible"] else "no")]
-    cols += [(f"mean {crit['metric']} cut", lambda c: _pct(c["score"]))]
+    cols += [(f"{crit.get('aggregate', 'mean')} {crit['metric']} cut", lambda c: _pct(c["score"]))]
     cols += [(f"{j} cut" + ("" if j in crit["judges"] else " (not in criterion)"),
               lambda c, j=j: _pct(c["cuts"].get(j, math.nan))) for j in judges]
     cols += [("PPL", lambda c: "-" if math.isnan(c["ppl"]) else f"{c['ppl']:.2f}"),

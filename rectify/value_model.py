@@ -241,6 +241,10 @@ class ValueModel(nn.Module):
             position_ids = position_ids_from_mask(attention_mask)[:, -input_ids.shape[1]:]
         base = getattr(self.backbone, "base_model", self.backbone)
         kwargs: dict[str, Any] = {}
+        if past_key_values is None and use_cache:  # decoding: steps write into spare room, no per-step copy
+            from rectify.decoding.kv_cache import preallocated_cache
+
+            past_key_values = preallocated_cache(self.backbone.config)
         if past_key_values is not None:
             kwargs[cache_kwarg(type(base))] = past_key_values
         out = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,

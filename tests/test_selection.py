@@ -108,3 +108,17 @@ def test_script_writes_selected_and_dev_table(tmp_path):
                              f"select.output_dir={out}", "select.max_ppl_increase=0.01", "select.require=true",
                              f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True)
     assert strict.returncode == 1 and "no candidate met the criterion" in strict.stderr
+
+
+def test_min_aggregate_prefers_the_cut_every_judge_agrees_on(tmp_path):
+    write_run(tmp_path, "plain", {j: (0.40, 0.30) for j in JUDGES}, ppl=50.0, overrides=["decoding=plain"])
+    write_run(tmp_path, "lopsided", {"profanity_svm": (0.04, 0.2), "jigsaw_lstm_tcc": (0.04, 0.2),
+                                     "hatesonar": (0.36, 0.3)}, ppl=52.0, overrides=["decoding.tilt=8"])
+    write_run(tmp_path, "even", {j: (0.20, 0.2) for j in JUDGES}, ppl=54.0, overrides=["decoding.tilt=4"])
+    judges = tuple(JUDGES)
+    assert select(tmp_path, Criterion(judges=judges))["selected"] == "lopsided"  # mean cut 63% vs 50%
+    rec = select(tmp_path, Criterion(judges=judges, aggregate="min"))
+    assert rec["selected"] == "even" and by_name(rec)["lopsided"]["score"] == pytest.approx(0.1)
+    assert "smallest (worst-judge)" in rec["criterion"]["text"]
+    with pytest.raises(ValueError, match="aggregate"):
+        Criterion.from_any({"aggregate": "max"})

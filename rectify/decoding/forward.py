@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
+from rectify.decoding.kv_cache import preallocated_cache
 from rectify.lm import cache_kwarg, output_cache
 
 
@@ -22,8 +23,12 @@ def base_model(model: PreTrainedModel) -> torch.nn.Module:
 
 def lm_step(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
             position_ids: torch.Tensor, past_key_values: Any = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """Return ``(logits [B, V] float32, last hidden [B, H], cache)`` for the last position."""
+    """Return ``(logits [B, V] float32, last hidden [B, H], cache)`` for the last position.
+
+    The prefill starts a :func:`~rectify.decoding.kv_cache.preallocated_cache` (steps write into spare room)."""
     base = base_model(model)
+    if past_key_values is None:
+        past_key_values = preallocated_cache(model.config)
     out = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
                return_dict=True, **{cache_kwarg(type(base)): past_key_values})
     hidden = out.last_hidden_state[:, -1]

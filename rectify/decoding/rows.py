@@ -66,6 +66,38 @@ def rectify_probs(probs: torch.Tensor, q: torch.Tensor, rule: CapConfig,
     return project(probs, rule.compute(q, probs), fallback=fallback)
 
 
+CDF_BLOCK = 256  # tokens per block of the two-level inverse-CDF search in :func:`inverse_cdf`
+
+
+def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Index of the first token whose running float64 sum exceeds ``u * total`` (``u`` ``[N, 1]`` in [0, 1)).
+
+    Two levels, so no float64 copy or running sum of the whole ``[N, V]`` tensor is built (that was most of
+    a data-build step's time): block sums in one pass (in the input's dtype, accumulated across blocks in
+    float64), the block holding the target, then the float64 running sum inside that block only. The same
+    draw as a full float64 cumsum except when ``u`` falls within the block sums' rounding (about 1e-7 of a
+    block's mass for float32) of a token boundary; a token with zero probability is never returned while
+    the row has mass.
+    """
+    n, v = probs.shape
+    nb = v // CDF_BLOCK
+    sums = probs[:, : nb * CDF_BLOCK].reshape(n, nb, CDF_BLOCK).sum(-1)  # a float64 sum would copy the tensor
+    if nb * CDF_BLOCK < v:
+        sums = torch.cat([sums, probs[:, nb * CDF_BLOCK:].sum(-1, keepdim=True)], -1)
+    cum = sums.double().cumsum(-1)
+    total = cum[:, -1:]
+    target = torch.minimum(u.to(cum) * total, torch.nextafter(total, torch.zeros_like(total)))
+    block = torch.searchsorted(cum, target, right=True).clamp_max(cum.shape[-1] - 1)  # cum[b-1] <= target < cum[b]
+    before = torch.where(block > 0, cum.gather(-1, (block - 1).clamp_min(0)), 0.0)
+    cols = block * CDF_BLOCK + torch.arange(CDF_BLOCK, device=probs.device)
+    inside = cols < v
+    vals = torch.where(inside, probs.gather(-1, cols.clamp_max(v - 1)).double(), 0.0)
+    j = torch.searchsorted(before + vals.cumsum(-1), target, right=True)
+    # Rounding can put the in-block sum just short of the target: take the block's last token with mass.
+    last = torch.where(vals > 0, torch.arange(CDF_BLOCK, device=probs.device), 0).amax(-1, keepdim=True)
+    return (block * CDF_BLOCK + torch.minimum(j, last)).squeeze(-1)
+
+
 def draw(probs: torch.Tensor, gens: Sequence[torch.Generator | None] | None,
          greedy: torch.Tensor | bool = False) -> torch.Tensor:
     """Sample one token per row by inverse CDF on one float64 uniform (from the row's generator, if any)."""
@@ -73,7 +105,8 @@ def draw(probs: torch.Tensor, gens: Sequence[torch.Generator | None] | None,
     us = [torch.rand(1, generator=g, dtype=torch.float64, device=g.device) if g is not None else
           torch.rand(1, dtype=torch.float64) for g in (gens if gens is not None else [None] * n)]
     u = torch.cat([x.to(probs.device) for x in us]).unsqueeze(-1)
-    cdf = torch.cumsum(probs.double(), -1)
-    idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1).clamp_max(probs.shape[-1] - 1)
+    idx = inverse_cdf(probs, u)
     greedy_t = torch.as_tensor(greedy, device=probs.device).expand(n)
+    if not bool(greedy_t.any()):  # the argmax over the vocabulary is paid only when a row asks for it
+        return idx
     return torch.where(greedy_t, probs.argmax(-1), idx)

@@ -76,8 +76,11 @@ class Stages:
                        k=len(recs[0]["generations"]))
 
     def select_rule(self, kv, overrides):
-        crit = {k.split(".", 1)[1]: v for k, v in kv.items() if k.startswith("select.") and k != "select.runs"}
-        crit = {k: float(v) if k.startswith("max_") else v for k, v in crit.items()}
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if o.startswith("select.")])
+        crit = {o.key_or_group.split(".", 1)[1]: o.value() for o in parsed if o.key_or_group != "select.runs"}
+        assert crit["judges"] == ["profanity_svm", "jigsaw_lstm_tcc", "hatesonar"] and crit["aggregate"] == "min"
         write_selection(kv["select.inputs"], Criterion.from_any(crit), kv["select.output_dir"],
                         hydra_list(kv["select.runs"]))
 

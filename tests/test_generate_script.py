@@ -65,6 +65,22 @@ def test_resume_continues_without_duplicates(tmp_path, prompt_file):
     assert lines(out) == expected
 
 
+def test_resume_under_another_config_is_refused(tmp_path, prompt_file):
+    out = tmp_path / "g.jsonl"
+    run_generation(smoke_cfg(tmp_path, out, "limit=2", "decoding.epsilon=0.1"))
+    before = out.read_text()
+    for changed in (["decoding.epsilon=0.3"], ["seed=5"], ["decoding=plain"]):
+        with pytest.raises(ValueError, match="another config") as err:
+            run_generation(smoke_cfg(tmp_path, out, "decoding.epsilon=0.1", *changed))
+        assert "new output_path" in str(err.value)
+    assert "decoding.epsilon: 0.1 -> 0.3" in str(
+        pytest.raises(ValueError, run_generation, smoke_cfg(tmp_path, out, "decoding.epsilon=0.3")).value)
+    assert out.read_text() == before  # nothing written by a refused resume
+    # what only moves where or how fast (batch size, limit) may change
+    run_generation(smoke_cfg(tmp_path, out, "decoding.epsilon=0.1", "batch_size=3"))
+    assert len(lines(out)) == len(PROMPTS)
+
+
 def test_plain_and_txt_prompts(tmp_path):
     (tmp_path / "p.txt").write_text("Hello there\nYou are a\n")
     out = tmp_path / "plain.jsonl"

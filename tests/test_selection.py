@@ -119,6 +119,6 @@ def test_min_aggregate_prefers_the_cut_every_judge_agrees_on(tmp_path):
     assert select(tmp_path, Criterion(judges=judges))["selected"] == "lopsided"  # mean cut 63% vs 50%
     rec = select(tmp_path, Criterion(judges=judges, aggregate="min"))
     assert rec["selected"] == "even" and by_name(rec)["lopsided"]["score"] == pytest.approx(0.1)
-    assert "smallest (worst-judge)" in rec["criterion"]["text"]
+    assert "cut vs `plain` on nontoxic prompts under the worst of profanity_svm" in rec["criterion"]["text"]
     with pytest.raises(ValueError, match="aggregate"):
         Criterion.from_any({"aggregate": "max"})

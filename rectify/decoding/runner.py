@@ -1,7 +1,8 @@
 """``scripts/generate.py``'s library side: build generator + Q_D from a config and write generations.
 
 Seeds are per prompt (``seed + index in the prompt file``), so a resumed run, or a different batch size,
-reproduces the same samples. Counts of dead-end fallbacks and the resolved config go to ``<out>.meta.json``.
+reproduces the same samples; a resume under a config that would generate differently (``RESUME_KEYS``) is
+refused instead of mixing two runs in one file. Counts of dead-end fallbacks and the resolved config go to ``<out>.meta.json``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,26 @@ def _container(cfg: Any) -> Any:
         return OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # noqa: BLE001 - an interpolation that only Hydra's runtime can resolve
         return OmegaConf.to_container(cfg, resolve=False)
+
+
+# The config keys that decide what a generations file holds: a resumed run must match them (batch size, limit,
+# device and output paths may change between runs).
+RESUME_KEYS = ("prompts_path", "value_model_path", "untrained_value_model", "value_config", "generator_override",
+               "seed", "lm", "decoding")
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return {k: v for key, val in obj.items() for k, v in _flat(val, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): obj}
+
+
+def resume_conflicts(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: before -> now`` for every generation-defining key (``RESUME_KEYS``) that differs."""
+    before = _flat({k: previous.get(k) for k in RESUME_KEYS})
+    now = _flat({k: current.get(k) for k in RESUME_KEYS})
+    return [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
+            if before.get(k) != now.get(k)]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -114,9 +135,16 @@ def run_generation(cfg: Any) -> dict[str, Any]:
                          "prompts: is it the output of another prompt file?")
     meta: dict[str, Any] = {"counts": {"prompts": 0, "row_steps": 0, "dead_ends": 0, "outside_support": 0},
                             "seconds": 0.0}
+    config = _container(cfg)
     if done and meta_path.exists():
         meta = json.loads(meta_path.read_text())
-    meta["config"] = _container(cfg)
+        conflicts = resume_conflicts(meta.get("config") or {}, config) if meta.get("config") else []
+        if conflicts:
+            raise ValueError(f"{out_path} holds {done} prompts generated with another config ("
+                             + "; ".join(conflicts[:6]) + ("; ..." if len(conflicts) > 6 else "")
+                             + "): resuming would mix two runs. Pass a new output_path, or delete it and "
+                             f"{meta_path.name} to start over")
+    meta["config"] = config
     meta["counts"]["prompts"] = done
     todo = records[done:]
     if not todo:

@@ -3,11 +3,13 @@
 # (python scripts/demo.py +experiment=demo_full): plain sampling and the rule selected on dev, each generated
 # once, evaluated under the experiment's judges, then summarised against its targets (issue 14's headline).
 # Nothing is chosen here; the rule comes from the demo's selected.json. Run from the repo root:
-#   bash scripts/analysis/test_k25.sh [demo out dir] [data dir] [test prompts] [prompts per batch]
+#   bash scripts/analysis/test_k25.sh [demo out dir] [data dir] [test prompts] [prompts per batch] [all|nontoxic]
+# nontoxic: generate only on the non-toxic prompts (prompt toxicity < 0.5) among the first [test prompts]: the
+#   headline's subset, at about three quarters of the cost (their seeds follow their place in that subset).
 # Outputs: <demo out dir>/test_k25/{plain,<rule>}/ and summary.md. Each step resumes (generate.py continues
 # after the last complete prompt; an evaluated run is not re-scored).
 set -euo pipefail
-DEMO=${1:-outputs/demo_full}; DATA=${2:-data/offline}; LIMIT=${3:-560}; BATCH=${4:-8}
+DEMO=${1:-outputs/demo_full}; DATA=${2:-data/offline}; LIMIT=${3:-560}; BATCH=${4:-8}; SUBSET=${5:-all}
 EXPERIMENT=configs/experiment/demo_full.yaml
 PY=${PYTHON:-.venv/bin/python}
 OUT=$DEMO/test_k25
@@ -19,7 +21,21 @@ print('\n'.join(next(c['overrides'] for c in d['candidates'] if c['name'] == (d[
 " "$DEMO/selected.json")
 NAME=${RULE[0]}; RULE=("${RULE[@]:1}")
 SCORERS=$($PY -c "from omegaconf import OmegaConf; print(','.join(OmegaConf.load('$EXPERIMENT').evaluate.scorers))")
-COMMON="prompts_path=$DATA/prompts_test.jsonl limit=$LIMIT batch_size=$BATCH decoding.num_return_sequences=25 decoding.max_new_tokens=20"
+PROMPTS=$DATA/prompts_test.jsonl
+if [ "$SUBSET" = nontoxic ]; then
+    mkdir -p "$OUT"
+    PROMPTS=$OUT/prompts_test_nontoxic.jsonl
+    $PY -c "
+import json, sys
+from rectify.data.jsonl import read_jsonl, write_jsonl_atomic
+rows = [r for r in read_jsonl(sys.argv[1])[: int(sys.argv[2])] if r['prompt'].get('toxicity') is not None and float(r['prompt']['toxicity']) < 0.5]
+write_jsonl_atomic(sys.argv[3], rows)
+print(f'{len(rows)} non-toxic of the first {sys.argv[2]} test prompts -> {sys.argv[3]}')
+" "$DATA/prompts_test.jsonl" "$LIMIT" "$PROMPTS"
+elif [ "$SUBSET" != all ]; then
+    echo "error: subset must be all or nontoxic, got $SUBSET" >&2; exit 2
+fi
+COMMON="prompts_path=$PROMPTS limit=$LIMIT batch_size=$BATCH decoding.num_return_sequences=25 decoding.max_new_tokens=20"
 for RUN in plain "$NAME"; do
     if [ "$RUN" = plain ]; then OV=(decoding=plain); else OV=("${RULE[@]}"); fi
     $PY scripts/generate.py $COMMON "${OV[@]}" output_path=$OUT/$RUN/generations.jsonl hydra.run.dir=$OUT/$RUN/run

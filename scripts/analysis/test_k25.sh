@@ -13,14 +13,6 @@ DEMO=${1:-outputs/demo_full}; DATA=${2:-data/offline}; LIMIT=${3:-560}; BATCH=${
 EXPERIMENT=configs/experiment/demo_full.yaml
 PY=${PYTHON:-.venv/bin/python}
 OUT=$DEMO/test_k25
-mapfile -t RULE < <($PY -c "
-import json, sys
-d = json.load(open(sys.argv[1]))
-print(d['selected'] or d['least_bad'])
-print('\n'.join(next(c['overrides'] for c in d['candidates'] if c['name'] == (d['selected'] or d['least_bad']))))
-" "$DEMO/selected.json")
-NAME=${RULE[0]}; RULE=("${RULE[@]:1}")
-SCORERS=$($PY -c "from omegaconf import OmegaConf; print(','.join(OmegaConf.load('$EXPERIMENT').evaluate.scorers))")
 PROMPTS=$DATA/prompts_test.jsonl
 if [ "$SUBSET" = nontoxic ]; then
     mkdir -p "$OUT"
@@ -35,18 +27,4 @@ print(f'{len(rows)} non-toxic of the first {sys.argv[2]} test prompts -> {sys.ar
 elif [ "$SUBSET" != all ]; then
     echo "error: subset must be all or nontoxic, got $SUBSET" >&2; exit 2
 fi
-COMMON="prompts_path=$PROMPTS limit=$LIMIT batch_size=$BATCH decoding.num_return_sequences=25 decoding.max_new_tokens=20"
-for RUN in plain "$NAME"; do
-    if [ "$RUN" = plain ]; then OV=(decoding=plain); else OV=("${RULE[@]}"); fi
-    $PY scripts/generate.py $COMMON "${OV[@]}" output_path=$OUT/$RUN/generations.jsonl hydra.run.dir=$OUT/$RUN/run
-done
-$PY scripts/evaluate.py "eval.input=[$OUT/plain,$OUT/$NAME]" "eval.scorers=[$SCORERS]" eval.perplexity_samples=2 \
-    hydra.run.dir=$OUT/evaluate
-$PY - "$OUT" "$DEMO/selected.json" "$EXPERIMENT" <<'PYEOF' | tee "$OUT/summary.md"
-import sys
-from omegaconf import OmegaConf
-from rectify.report.summary import demo_summary
-out, selected, experiment = sys.argv[1:4]
-targets = OmegaConf.to_container(OmegaConf.load(experiment).summary.targets)
-print(demo_summary(out, selected, targets))
-PYEOF
+bash scripts/analysis/check_rule.sh "$DEMO" "$PROMPTS" "$OUT" 25 "$LIMIT" "$BATCH" "$EXPERIMENT"

@@ -61,9 +61,9 @@ class Criterion:
 
     def describe(self) -> str:
         name = {"tox_prob": "Toxicity Probability", "emt": "EMT"}[self.metric]
-        over = (f"mean relative {name} cut vs `{self.baseline}` on {self.subset} prompts over" if self.aggregate == "mean"
-                else f"relative {name} cut vs `{self.baseline}` on {self.subset} prompts under the worst of")
-        return (f"the largest {over} {', '.join(self.judges)}, with perplexity up at most {self.max_ppl_increase:.0%} and Dist-3 down at "
+        how, over = ("mean relative", "over") if self.aggregate == "mean" else ("relative", "under the worst of")
+        return (f"the largest {how} {name} cut vs `{self.baseline}` on {self.subset} prompts {over} "
+                f"{', '.join(self.judges)}, with perplexity up at most {self.max_ppl_increase:.0%} and Dist-3 down at "
                 f"most {self.max_dist3_drop:g}; ties go to the lower perplexity")
 
 

@@ -2,7 +2,8 @@
 
 Seeds are per prompt (``seed + index in the prompt file``), so a resumed run, or a different batch size,
 reproduces the same samples; a resume under a config that would generate differently (``RESUME_KEYS``) is
-refused instead of mixing two runs in one file. Counts of dead-end fallbacks and the resolved config go to ``<out>.meta.json``.
+refused instead of mixing two runs in one file. Counts of dead-end fallbacks and the resolved config go to
+``<out>.meta.json``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tqdm import tqdm
 from rectify.decoding.config import DecodingConfig
 from rectify.decoding.io import JsonlAppender, prepare_resume, read_prompts, write_json_atomic
 from rectify.decoding.sampler import RectifiedSampler
+from rectify.evaluation.generations import flatten
 from rectify.lm import load_lm
 from rectify.precision import resolve_dtype
 
@@ -42,16 +44,10 @@ RESUME_KEYS = ("prompts_path", "value_model_path", "untrained_value_model", "val
                "seed", "lm", "decoding")
 
 
-def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict):
-        return {k: v for key, val in obj.items() for k, v in _flat(val, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): obj}
-
-
 def resume_conflicts(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """``key: before -> now`` for every generation-defining key (``RESUME_KEYS``) that differs."""
-    before = _flat({k: previous.get(k) for k in RESUME_KEYS})
-    now = _flat({k: current.get(k) for k in RESUME_KEYS})
+    before = flatten({k: previous.get(k) for k in RESUME_KEYS})
+    now = flatten({k: current.get(k) for k in RESUME_KEYS})
     return [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
             if before.get(k) != now.get(k)]
 

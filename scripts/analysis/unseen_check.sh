@@ -10,8 +10,6 @@ PY=${PYTHON:-.venv/bin/python}
 OUT=$DEMO/unseen
 mkdir -p "$OUT"
 [ -s "$OUT/prompts_unseen.jsonl" ] || $PY -m rectify.data.unseen "$OUT/prompts_unseen.jsonl" "$N" 0
-JUDGES=$($PY -c "from omegaconf import OmegaConf; print(','.join(OmegaConf.load('$EXPERIMENT').evaluate.scorers))")
-if [ -d "${RECTIFY_REWARD_MODEL:-outputs/reward_model/export}" ] && [[ ",$JUDGES," != *,reward_model,* ]]; then
-    JUDGES="$JUDGES,reward_model"
-fi
-SCORERS=$JUDGES bash scripts/analysis/check_rule.sh "$DEMO" "$OUT/prompts_unseen.jsonl" "$OUT" "$K" null 8 "$EXPERIMENT"
+EXTRA=
+[ -d "${RECTIFY_REWARD_MODEL:-outputs/reward_model/export}" ] && EXTRA=reward_model
+EXTRA_SCORERS=$EXTRA bash scripts/analysis/check_rule.sh "$DEMO" "$OUT/prompts_unseen.jsonl" "$OUT" "$K" null 8 "$EXPERIMENT"

@@ -22,7 +22,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rectify.data.eval_split import DEV, TEST
+from rectify.data.eval_split import DEV, TEST, write_prompt_subset
 from rectify.data.jsonl import count_complete
 from rectify.report.summary import demo_summary
 from rectify.selection import DEV_TABLE, SELECTED
@@ -148,6 +148,12 @@ class Demo:
     def generate_all(self, split: str, runs: Mapping[str, list[str]], prompts: Path, limit: int | None,
                      samples: int) -> None:
         gen = self.cfg.generate
+        subset = gen.get("prompt_subset", "all")
+        if subset != "all":   # the first `limit` prompts of that stratum only, in a file of their own
+            src, prompts = prompts, self.out / split / f"prompts_{subset}.jsonl"
+            n = write_prompt_subset(src, prompts, limit, subset)
+            print(f"{n} {subset} of the first {limit} prompts of {src} -> {prompts}", flush=True)
+            limit = None
         common = [f"prompts_path={prompts}", f"limit={'null' if limit is None else limit}", f"batch_size={gen.batch_size}",
                   f"decoding.num_return_sequences={samples}", f"decoding.max_new_tokens={gen.max_new_tokens}"]
         for i, (name, extra) in enumerate(runs.items(), 1):

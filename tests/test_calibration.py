@@ -102,3 +102,15 @@ def test_train_fits_calibration_on_validation_and_the_card_names_it(tmp_path):
     assert cal is not None and cal.stats["pairs"] == metrics["calibration/pairs"]
     assert CALIBRATION_FILE in (export / "README.md").read_text()
     assert isinstance(ValueModel.from_pretrained(export).q_transform, QCalibration)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_16_bit_q_is_looked_up_bitwise_equal_to_the_interpolation(dtype):
+    cal = fit_isotonic(np.linspace(-1, 0, 400), (np.random.default_rng(0).random(400) < np.linspace(0.9, 0.01, 400)))
+    every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
+    q = torch.cat([every, (torch.rand(3000, generator=torch.Generator().manual_seed(1)) * -1.2).to(dtype)])
+    got, want = cal(q.reshape(-1, 8)), cal.interpolate(q.reshape(-1, 8))
+    assert got.dtype == torch.float32 and got.shape == (len(q) // 8, 8)
+    assert torch.equal(torch.nan_to_num(got, nan=7.0), torch.nan_to_num(want, nan=7.0))
+    assert torch.equal(cal(q[:5].float()), cal.interpolate(q[:5].float()))   # wider dtypes interpolate directly
+    assert len(set(cal.y)) > 3   # a map with many levels, so equality is not trivially met

@@ -228,3 +228,20 @@ def test_caps_from_q_modes():
         caps_from_q(q, 0.1, mode="nope")
     with pytest.raises(ValueError, match="p_min"):
         caps_from_q(q, 0.1, p_min=0.5, p_max=0.4)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(problems(max_v=12, min_v=12), min_size=2, max_size=6), st.booleans())
+def test_a_batch_solves_each_row_as_alone_and_keeps_rows_whose_caps_hold(rows, with_fallback):
+    """Only the rows whose caps bind are solved; each row's answer is the one it gets projected alone."""
+    p = torch.stack([r[0] for r in rows])
+    c = torch.stack([r[1] for r in rows])
+    c[0] = 1.0   # one row whose caps hold, so the batch mixes solved and untouched rows
+    fb = torch.softmax(torch.linspace(0, 1, 12, dtype=torch.float64).expand_as(p), -1) if with_fallback else None
+    got = project(p, c, fallback=fb)
+    assert torch.equal(got.probs[0], project(p[:1], c[:1]).probs[0])   # untouched: the input, normalised
+    for i in range(len(rows)):
+        alone = project(p[i: i + 1], c[i: i + 1], fallback=None if fb is None else fb[i: i + 1])
+        assert torch.allclose(got.probs[i], alone.probs[0], atol=1e-12, rtol=0)
+        assert bool(got.dead_end[i]) == bool(alone.dead_end[0])
+        assert bool(got.outside_support[i]) == bool(alone.outside_support[0])

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rectify.data.jsonl import parse_object, write_json_atomic
+from rectify.data.jsonl import parse_object, read_jsonl, write_json_atomic, write_jsonl_atomic
 
 EVAL, DEV, TEST, RECORD = "prompts_eval.jsonl", "prompts_dev.jsonl", "prompts_test.jsonl", "eval_split.json"
 
@@ -118,3 +118,18 @@ def ensure_eval_split(data_dir: str | Path, cfg: SplitConfig | Mapping[str, Any]
     if is_current(d, cfg):
         return json.loads((d / RECORD).read_text(encoding="utf-8"))
     return write_eval_split(d, cfg)
+
+
+def write_prompt_subset(src: str | Path, dst: str | Path, limit: int | None, subset: str,
+                        threshold: float = 0.5) -> int:
+    """The first ``limit`` prompts of ``src`` in one stratum (``all`` keeps every one), written to ``dst``.
+
+    Why: the headline is stated on non-toxic prompts only, so generating k = 25 samples for the toxic ones too
+    costs a third more for rows no number uses; seeds follow each prompt's place in the subset file.
+    """
+    if subset not in ("all", "nontoxic", "toxic"):
+        raise ValueError(f"prompt subset must be all, nontoxic or toxic, got {subset!r}")
+    rows = read_jsonl(src)[: None if limit is None else int(limit)]
+    keep = [r for r in rows if subset == "all" or stratum(r, threshold) == subset]
+    write_jsonl_atomic(dst, keep)
+    return len(keep)

@@ -15,7 +15,9 @@ class DecodingConfig:
 
     ``q_cache``: Q_D keeps a KV cache and sees one new token per step (``False`` re-runs it over the whole
     prefix every step, the original algorithm, kept for comparison). ``shared_backbone``: ``"auto"`` uses
-    one forward per step when Q_D's backbone *is* the generator object; ``True`` insists on it.
+    one forward per step when Q_D's backbone *is* the generator object; ``True`` insists on it. ``share_lower``:
+    ``"auto"`` runs only Q_D's trained top blocks on the generator's hidden state when Q_D's frozen lower blocks
+    are the generator's (checked to be exact, ``rectify/decoding/shared_lower.py``); ``True`` insists on it.
     """
 
     rectify: bool = True
@@ -36,6 +38,7 @@ class DecodingConfig:
     num_return_sequences: int = 1
     q_cache: bool = True
     shared_backbone: Any = "auto"  # "auto" | True | False
+    share_lower: Any = "auto"  # "auto" | True | False: Q_D's frozen lower blocks read from the generator's forward
     dtype: str = "float32"  # Q_D's weights: auto | float32 | bfloat16 (the generator's: lm.dtype); math stays fp32
     sparse_support: bool = True  # with top-k / top-p: Q_D's vocabulary head only on the kept tokens (exact)
     support_mass: float = 1.0  # < 1: Q only on the smallest set holding this mass; the rest unrectified (approx.)
@@ -51,6 +54,8 @@ class DecodingConfig:
             raise ValueError("num_return_sequences must be >= 1")
         if self.shared_backbone not in ("auto", True, False):
             raise ValueError(f"shared_backbone must be 'auto', true or false, got {self.shared_backbone!r}")
+        if self.share_lower not in ("auto", True, False):
+            raise ValueError(f"share_lower must be 'auto', true or false, got {self.share_lower!r}")
         if self.calibration not in ("auto", True, False):
             raise ValueError(f"calibration must be 'auto', true or false, got {self.calibration!r}")
         if not 0.0 < self.support_mass <= 1.0:

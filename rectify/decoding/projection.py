@@ -134,11 +134,34 @@ def project(probs: torch.Tensor, caps: torch.Tensor,
     p = p / total_p.clamp_min(tiny)
     p = torch.where(p < _tiny(work), 0.0, p)
     dead_end = (total_c < 1.0).squeeze(-1)
-    no_flag = torch.zeros_like(dead_end)
-    if not bool(((p > c).any(-1) | dead_end).any()):
-        return Projection(p, dead_end, no_flag)  # caps already hold: lambda = 1 everywhere
-    one = torch.ones_like(total_c)
+    need = (p > c).any(-1) | dead_end
+    if not bool(need.any()):
+        return Projection(p, dead_end, torch.zeros_like(dead_end))  # caps already hold: lambda = 1 everywhere
+    if bool(need.all()):
+        result, outside = _project_rows(p, c, total_c, dead_end, fallback, candidates)
+        return Projection(result, dead_end, outside)
+    # Only the rows whose caps bind are solved (a few of a large batch, usually): the others keep p exactly.
+    vocab = p.shape[-1]
+    rows = need.reshape(-1).nonzero().squeeze(-1)
+    p2, c2 = p.reshape(-1, vocab), c.reshape(-1, vocab)
 
+    def rows_fallback() -> torch.Tensor:
+        full = fallback() if callable(fallback) else fallback
+        return torch.broadcast_to(full.to(p.device), p.shape).reshape(-1, vocab)[rows]
+
+    sub, sub_outside = _project_rows(p2[rows], c2[rows], total_c.reshape(-1, 1)[rows], dead_end.reshape(-1)[rows],
+                                     None if fallback is None else rows_fallback, candidates)
+    result = p2.index_copy(0, rows, sub).view(p.shape)
+    outside = torch.zeros_like(need).reshape(-1).index_copy(0, rows, sub_outside).view(need.shape)
+    return Projection(result, dead_end, outside)
+
+
+def _project_rows(p: torch.Tensor, c: torch.Tensor, total_c: torch.Tensor, dead_end: torch.Tensor,
+                  fallback: torch.Tensor | Callable[[], torch.Tensor] | None,
+                  candidates: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`project` on rows where some cap binds (or every one is a dead end): ``(probs, outside_support)``."""
+    tiny = torch.finfo(p.dtype).tiny
+    one = torch.ones_like(total_c)
     main, short = _waterfill(p, c, one, candidates)
     outside = short & ~dead_end
     result = main
@@ -149,7 +172,7 @@ def project(probs: torch.Tensor, caps: torch.Tensor,
         c_zero = torch.where(zero_p, c, 0.0)
         if callable(fallback):
             fallback = fallback()
-        q = c if fallback is None else fallback.to(device=p.device, dtype=work).clamp_min(0.0)
+        q = c if fallback is None else fallback.to(device=p.device, dtype=p.dtype).clamp_min(0.0)
         extra, extra_short = _waterfill(torch.where(zero_p, q, 0.0), c_zero, remainder, candidates)
         if fallback is not None and bool((extra_short & outside).any()):
             by_caps, _ = _waterfill(c_zero, c_zero, remainder, candidates)
@@ -157,7 +180,7 @@ def project(probs: torch.Tensor, caps: torch.Tensor,
         result = torch.where(outside.unsqueeze(-1), main + extra, result)
     if bool(dead_end.any()):
         result = torch.where(dead_end.unsqueeze(-1), c / total_c.clamp_min(tiny), result)
-    return Projection(result, dead_end, outside)
+    return result, outside
 
 
 def project_to_caps(probs: torch.Tensor, caps: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ that row's own ``torch.Generator`` when seeds are given, so results do not depen
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +24,11 @@ from rectify.decoding.config import DecodingConfig
 from rectify.decoding.forward import lm_step, q_hidden_step, q_on_support
 from rectify.decoding.projection import Projection, project
 from rectify.decoding.rows import draw, encode_prompt, left_pad, rectify_probs, row_generators
+from rectify.decoding.shared_lower import LowerSharing
 from rectify.decoding.support import Support, scatter_support, support_of
 from rectify.decoding.warping import warp_logits
 from rectify.lm import position_ids_from_mask, same_vocabulary
+from rectify.runtime import keep_freed_memory
 
 
 class VocabularyMismatch(ValueError):
@@ -75,6 +78,7 @@ class RectifiedSampler:
                  eos_token_ids: Sequence[int] | None = None):
         self.cfg = DecodingConfig.from_any(config)
         self.cap_rule = self.cfg.caps  # built once, not per decoding step
+        keep_freed_memory()  # every step allocates [rows, vocabulary] tensors: reuse them (rectify/runtime.py)
         self.generator = generator.eval()
         self.tokenizer = tokenizer
         self.value_model = value_model.eval() if value_model is not None else None
@@ -100,6 +104,12 @@ class RectifiedSampler:
             if self.cfg.shared_backbone is True and not same:
                 raise ValueError("shared_backbone=True but Q_D's backbone is not the generator object")
             self.shared = same and self.cfg.shared_backbone in (True, "auto")
+        self.lower: LowerSharing | None = None
+        if value_model is not None and not self.shared and self.cfg.q_cache and self.cfg.share_lower:
+            self.lower = LowerSharing.find(generator, value_model)
+            if self.lower is None and self.cfg.share_lower is True:
+                raise ValueError("share_lower=True but Q_D's frozen lower blocks are not the generator's (or "
+                                 "they do not reproduce Q_D's own hidden states exactly)")
         ids = set(eos_token_ids) if eos_token_ids is not None else set()
         if eos_token_ids is None:
             if tokenizer.eos_token_id is not None:
@@ -204,7 +214,6 @@ class RectifiedSampler:
         if prompt_mask.shape != prompt_ids.shape or bool((prompt_mask.sum(-1) == 0).any()):
             raise ValueError("every prompt needs at least one real token and a mask of the same shape")
         ids, mask = prompt_ids.repeat_interleave(k, 0), prompt_mask.repeat_interleave(k, 0)
-        n = ids.shape[0]
         gens = None
         if seeds is not None:
             if len(seeds) != input_ids.shape[0]:
@@ -212,17 +221,32 @@ class RectifiedSampler:
             gens = row_generators(seeds, k, dev)
         eos = self.eos_ids.to(dev)
         vm = self.value_model if cfg.rectify else None
+        lower = self.lower if vm is not None else None
+        with lower.capture() if lower is not None else nullcontext():
+            return self._loop(prompt_ids, prompt_mask, ids, mask, gens, eos, vm, lower)
+
+    def _loop(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+              gens: list[torch.Generator] | None, eos: torch.Tensor, vm: Any,
+              lower: LowerSharing | None) -> GenerationResult:
+        cfg = self.cfg
+        k = cfg.num_return_sequences
+        dev = self.device
+        n = ids.shape[0]
         pos = position_ids_from_mask(mask)
         recompute = vm is not None and not self.shared and not cfg.q_cache
-
         # The prompt is encoded once and its caches repeated for the k samples (the prefill is most of the
         # cost of short continuations).
         prompt_pos = position_ids_from_mask(prompt_mask)
         logits, hidden, cache = _repeat(k, *lm_step(self.generator, prompt_ids, prompt_mask, prompt_pos))
         q_cache = qh = None
         if vm is not None:
-            qh, q_cache = (hidden, None) if self.shared else _repeat(
-                k, *q_hidden_step(vm, prompt_ids, prompt_mask, prompt_pos, use_cache=cfg.q_cache))
+            if self.shared:
+                qh = hidden
+            elif lower is not None:  # the generator's forward just ran Q_D's frozen blocks
+                qh, q_cache = _repeat(k, *lower.step(prompt_mask, prompt_pos))
+            else:
+                qh, q_cache = _repeat(k, *q_hidden_step(vm, prompt_ids, prompt_mask, prompt_pos,
+                                                        use_cache=cfg.q_cache))
 
         out = torch.full((n, cfg.max_new_tokens), self.pad_id, dtype=torch.long, device=dev)
         lengths = torch.zeros(n, dtype=torch.long, device=dev)
@@ -263,6 +287,8 @@ class RectifiedSampler:
                 continue
             if self.shared:
                 qh = hidden
+            elif lower is not None:
+                qh, q_cache = lower.step(mask, pos, q_cache)
             elif not recompute:
                 qh, q_cache = q_hidden_step(vm, step_ids, mask, pos, q_cache)
             else:  # the original algorithm: Q_D over the whole prefix, no cache

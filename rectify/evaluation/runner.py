@@ -22,6 +22,7 @@ from rectify.evaluation.pipeline import (
     write_rows,
 )
 from rectify.evaluation.summary import SummaryConfig
+from rectify.runtime import keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ def options(cfg: DictConfig) -> EvalOptions:
 
 def run_evaluation(cfg: DictConfig) -> list[dict[str, Any]]:
     """Evaluate every input; write per-input results beside it and all rows to ``eval.output_dir``."""
+    keep_freed_memory()  # the judges' [batch, tokens, vocabulary] logits: reuse the buffers (rectify/runtime.py)
     inputs = find_inputs(_container(cfg.eval.input), cfg.eval.glob)
     scorers, judge, opts = scorer_specs(cfg), judge_spec(cfg), options(cfg)
     all_rows: list[dict[str, Any]] = []

@@ -59,7 +59,7 @@ class Stages:
 
     def generate(self, kv, overrides):
         out, k = Path(kv["output_path"]), int(kv["decoding.num_return_sequences"])
-        prompts = read_jsonl(kv["prompts_path"])[: int(kv["limit"])]
+        prompts = read_jsonl(kv["prompts_path"])[: None if kv["limit"] == "null" else int(kv["limit"])]
         write_jsonl_atomic(out, [p | {"generations": [{"text": "x"}] * k} for p in prompts])
         Path(f"{out}.meta.json").write_text(json.dumps({"config": {"decoding": {"epsilon": kv.get("decoding.epsilon")}}}))
         (Path(kv["hydra.run.dir"]) / ".hydra").mkdir(parents=True)
@@ -144,3 +144,23 @@ def test_candidates_complete_their_overrides_and_refuse_the_baseline_name(tmp_pa
                    "other_qd": ["decoding=rectified", "decoding.epsilon=0.2", "value_model_path=/q"]}
     with pytest.raises(ValueError, match="baseline"):
         demo.candidates(OmegaConf.create({"candidates": {"plain": []}}), Path("/vm"))
+
+
+def test_nontoxic_subset_generates_only_on_the_non_toxic_of_the_first_n(cfg, tmp_path):
+    OmegaConf.update(cfg, "generate.prompt_subset", "nontoxic")
+    stages = Stages(tmp_path / "data" / "demo")
+    demo.Demo(cfg, runner=stages)()
+    out = tmp_path / "demo"
+    gens = [dict(o.split("=", 1) for o in ov) for s, ov in stages.calls if s == "generate.py"]
+    dev = [g for g in gens if "/dev/" in g["output_path"]]
+    test = [g for g in gens if "/test/" in g["output_path"]]
+    assert {g["prompts_path"] for g in dev} == {str(out / "dev" / "prompts_nontoxic.jsonl")}
+    assert {g["prompts_path"] for g in test} == {str(out / "test" / "prompts_nontoxic.jsonl")}
+    assert {g["limit"] for g in gens} == {"null"}
+    data = tmp_path / "data" / "demo"
+    for split, limit in (("dev", 10), ("test", 12)):
+        first = read_jsonl(data / f"prompts_{split}.jsonl")[:limit]
+        kept = read_jsonl(out / split / "prompts_nontoxic.jsonl")
+        assert kept == [r for r in first if r["prompt"]["toxicity"] < 0.5] and 0 < len(kept) < limit
+        assert all(len(r["generations"]) == (4 if split == "dev" else 3)
+                   for r in read_jsonl(out / split / "generations" / "plain" / "generations.jsonl"))

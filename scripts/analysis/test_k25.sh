@@ -18,11 +18,10 @@ if [ "$SUBSET" = nontoxic ]; then
     mkdir -p "$OUT"
     PROMPTS=$OUT/prompts_test_nontoxic.jsonl
     $PY -c "
-import json, sys
-from rectify.data.jsonl import read_jsonl, write_jsonl_atomic
-rows = [r for r in read_jsonl(sys.argv[1])[: int(sys.argv[2])] if r['prompt'].get('toxicity') is not None and float(r['prompt']['toxicity']) < 0.5]
-write_jsonl_atomic(sys.argv[3], rows)
-print(f'{len(rows)} non-toxic of the first {sys.argv[2]} test prompts -> {sys.argv[3]}')
+import sys
+from rectify.data.eval_split import write_prompt_subset
+n = write_prompt_subset(sys.argv[1], sys.argv[3], int(sys.argv[2]), 'nontoxic')
+print(f'{n} non-toxic of the first {sys.argv[2]} test prompts -> {sys.argv[3]}')
 " "$DATA/prompts_test.jsonl" "$LIMIT" "$PROMPTS"
 elif [ "$SUBSET" != all ]; then
     echo "error: subset must be all or nontoxic, got $SUBSET" >&2; exit 2

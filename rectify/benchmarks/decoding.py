@@ -117,4 +117,6 @@ def run(cfg: Any) -> Iterator[dict[str, Any]]:
                 "batch_size": ids.shape[0], "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
                 "repeats": int(cfg.repeats), "threads": torch.get_num_threads(), "device": str(models[0].device),
                 "generator": cfg.generator.get("source") or cfg.generator.get("name_or_path"),
+                # Q_D blocks read from the generator's forward (rectify/decoding/shared_lower.py), not run
+                "q_blocks_shared": samplers[mode].lower.split if samplers[mode].lower is not None else 0,
             }

@@ -52,3 +52,24 @@ def test_recipe_configs():
     assert build.continuations.k == 8 and build.prompts.max_prompts is None
     paper = _compose("build_data", "data=paper").build
     assert paper.assemble.truncate is None and not paper.assemble.human_continuations
+
+
+def test_decoding_rules_the_recommended_the_papers_and_plain():
+    """decoding=rectified is the rule chosen on dev (clean_64, demo_k25); decoding=paper the paper's; plain records
+    no rule of its own, so a plain run's recorded config does not move when the recommendation does."""
+    from rectify.decoding import DecodingConfig
+
+    def rule(name):
+        return DecodingConfig.from_any(_compose("generate", "prompts_path=x", f"decoding={name}").decoding)
+
+    recommended, paper, plain = rule("rectified"), rule("paper"), rule("plain")
+    k25 = _compose("demo", "+experiment=demo_k25")
+    chosen = OmegaConf.to_container(k25.generate.candidates)["clean_64"]
+    assert sorted(chosen) == sorted([f"decoding.tilt={recommended.tilt:g}", f"decoding.epsilon={recommended.epsilon:g}"])
+    assert recommended.rectify and recommended.calibration == "auto" and recommended.q_scale == 1.0
+    assert (paper.tilt, paper.epsilon, paper.calibration, paper.q_scale, paper.cap_mode) == (0.0, 0.1, False, 1.0,
+                                                                                            "original")
+    assert not plain.rectify and (plain.tilt, plain.epsilon) == (0.0, 0.1)
+    for cfg in (_compose("demo"), _compose("demo", "+experiment=demo_full"), k25):   # every candidate names its tilt
+        cands = OmegaConf.to_container(cfg.generate.candidates)
+        assert all(any(o.startswith("decoding.tilt=") for o in ov) for ov in cands.values() if ov is not None)

@@ -2,14 +2,21 @@
 # The recipe a finished demo selected, re-checked on prompts no stage has read (the insults package's unlabelled
 # final.csv, rectify/data/unseen.py) and under one more judge than the demo selected with (our MiniLM
 # reward_model, when scripts/train_reward_model.py has exported it). Run from the repo root:
-#   bash scripts/analysis/unseen_check.sh [demo out dir] [n prompts] [k] [experiment yaml]
-# Outputs: <demo out dir>/unseen/{prompts_unseen.jsonl, plain/, <rule>/, summary.md}.
+#   bash scripts/analysis/unseen_check.sh [demo out dir] [n prompts] [k] [experiment yaml] [all|nontoxic] [out name]
+# nontoxic: generate only on the non-toxic ones (the summary's subset). Outputs: <demo out dir>/<out name, default
+# unseen>/{prompts_unseen.jsonl, plain/, <rule>/, summary.md}.
 set -euo pipefail
-DEMO=${1:-outputs/demo}; N=${2:-500}; K=${3:-4}; EXPERIMENT=${4:-configs/demo.yaml}
+DEMO=${1:-outputs/demo}; N=${2:-500}; K=${3:-4}; EXPERIMENT=${4:-configs/demo.yaml}; SUBSET=${5:-all}
 PY=${PYTHON:-.venv/bin/python}
-OUT=$DEMO/unseen
+OUT=$DEMO/${6:-unseen}
 mkdir -p "$OUT"
 [ -s "$OUT/prompts_unseen.jsonl" ] || $PY -m rectify.data.unseen "$OUT/prompts_unseen.jsonl" "$N" 0
+PROMPTS=$OUT/prompts_unseen.jsonl
+if [ "$SUBSET" != all ]; then
+    PROMPTS=$OUT/prompts_unseen_$SUBSET.jsonl
+    $PY -c "import sys; from rectify.data.eval_split import write_prompt_subset as w; print(w(*sys.argv[1:3], None, sys.argv[3]), 'prompts')" \
+        "$OUT/prompts_unseen.jsonl" "$PROMPTS" "$SUBSET"
+fi
 EXTRA=
 [ -d "${RECTIFY_REWARD_MODEL:-outputs/reward_model/export}" ] && EXTRA=reward_model
-EXTRA_SCORERS=$EXTRA bash scripts/analysis/check_rule.sh "$DEMO" "$OUT/prompts_unseen.jsonl" "$OUT" "$K" null 8 "$EXPERIMENT"
+EXTRA_SCORERS=$EXTRA bash scripts/analysis/check_rule.sh "$DEMO" "$PROMPTS" "$OUT" "$K" null 8 "$EXPERIMENT"

@@ -41,3 +41,13 @@ def test_decoding_table_marks_whether_bf16_sits_in_fp32_interval(tmp_path: Path)
     assert all(row.endswith("| yes |") for row in table[5:]) and len(table) == 8
     with pytest.raises(ValueError):
         pc.eval_rows(tmp_path / "fp32.eval.json", "missing-subset")
+
+
+def test_main_without_q_ds_prints_the_decoding_table_only(tmp_path: Path, capsys) -> None:
+    a = _eval(tmp_path, "fp32", {"a": (0.10, 0.05, 0.15)}, (100.0, 90.0, 110.0))
+    b = _eval(tmp_path, "bf16", {"a": (0.30, 0.25, 0.35)}, (100.0, 90.0, 110.0))
+    pc.main(["--pair", "plain", str(a), str(b)])
+    out = capsys.readouterr().out
+    assert "Q_D recipe" not in out and "| plain | Tox.prob, a | " in out and out.splitlines()[2].endswith("| no |")
+    with pytest.raises(SystemExit):
+        pc.main(["--fp32-qd", "x", "--pair", "plain", str(a), str(b)])   # half the AUC inputs is an error

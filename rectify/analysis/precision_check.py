@@ -92,19 +92,23 @@ def decoding_table(pairs: list[tuple[str, dict[str, dict], dict[str, dict]]]) ->
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fp32-qd", required=True, help="the fp32 recipe's saved Q_D dir")
-    ap.add_argument("--bf16-qd", required=True)
-    ap.add_argument("--fp32-val", required=True, help="the fp32 build's val.json")
-    ap.add_argument("--bf16-val", required=True)
+    ap.add_argument("--fp32-qd", help="the fp32 recipe's saved Q_D dir (the AUC table needs all four paths)")
+    ap.add_argument("--bf16-qd")
+    ap.add_argument("--fp32-val", help="the fp32 build's val.json")
+    ap.add_argument("--bf16-val")
     ap.add_argument("--pair", nargs=3, action="append", required=True, metavar=("LABEL", "FP32_EVAL", "BF16_EVAL"),
                     help="the same rule and Q_D decoded in fp32 and in bf16: their generations.eval.json files")
     ap.add_argument("--subset", default="nontoxic")
     args = ap.parse_args(argv)
-    from rectify.analysis.qd_auc import auc_matrix  # loads Lightning and transformers: only when run
+    paths = (args.fp32_qd, args.bf16_qd, args.fp32_val, args.bf16_val)
+    if any(paths) and not all(paths):
+        ap.error("the AUC table needs --fp32-qd, --bf16-qd, --fp32-val and --bf16-val together")
+    if all(paths):
+        from rectify.analysis.qd_auc import auc_matrix  # loads Lightning and transformers: only when run
 
-    auc = auc_matrix({"fp32": args.fp32_qd, "bf16": args.bf16_qd}, {"fp32": args.fp32_val, "bf16": args.bf16_val})
-    print(auc_table(auc))
-    print()
+        auc = auc_matrix({"fp32": args.fp32_qd, "bf16": args.bf16_qd}, {"fp32": args.fp32_val, "bf16": args.bf16_val})
+        print(auc_table(auc))
+        print()
     print(decoding_table([(label, eval_rows(a, args.subset), eval_rows(b, args.subset)) for label, a, b in args.pair]))
 
 

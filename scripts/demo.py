@@ -29,6 +29,7 @@ from rectify.selection import DEV_TABLE, SELECTED
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "plain"
+REWARD_MODEL = "reward_model"  # the judge that scripts/train_reward_model.py trains
 PLAIN = ["decoding=plain"]
 
 
@@ -137,6 +138,7 @@ class Demo:
         self.run(f"build value data (data={cfg.data}: prompts, split dev/test -> continuations -> labels -> "
                  "train/val)", "build_data.py", [f"data={cfg.data}", f"hydra.run.dir={self.out}/build_data"],
                  self.timings)
+        self.train_reward_model()
         if (self.value_model / "value_config.json").exists():
             skip("train Q_D", f"{self.value_model} exists", self.timings)
             return
@@ -144,6 +146,18 @@ class Demo:
             f"+experiment={cfg.train_experiment}", f"data.train_path={self.data_dir}/train.json",
             f"data.val_path={self.data_dir}/val.json", f"hydra.run.dir={self.train_dir}", *cfg.train_overrides,
         ], self.timings)
+
+    def train_reward_model(self) -> None:
+        """Our MiniLM judge, when a judge list names it and its export is missing (`scripts/train_reward_model.py`)."""
+        if REWARD_MODEL not in self.cfg.evaluate.scorers:
+            return
+        export = Path(self.cfg.reward_model_dir)
+        title = "train the reward_model judge (MiniLM on the insults training comments)"
+        if (export / "config.json").is_file():
+            skip(title, f"{export} exists", self.timings)
+            return
+        self.run(title, "train_reward_model.py", [f"reward.export_dir={export}",
+                                                  f"hydra.run.dir={self.out}/train_reward_model"], self.timings)
 
     def generate_all(self, split: str, runs: Mapping[str, list[str]], prompts: Path, limit: int | None,
                      samples: int) -> None:

@@ -75,6 +75,10 @@ class Stages:
                        ppl=ppl, method="plain" if run.name == "plain" else "rectified", n_prompts=n,
                        k=len(recs[0]["generations"]))
 
+    def train_reward_model(self, kv, overrides):
+        (Path(kv["reward.export_dir"])).mkdir(parents=True)
+        (Path(kv["reward.export_dir"]) / "config.json").write_text("{}")
+
     def select_rule(self, kv, overrides):
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -164,3 +168,15 @@ def test_nontoxic_subset_generates_only_on_the_non_toxic_of_the_first_n(cfg, tmp
         assert kept == [r for r in first if r["prompt"]["toxicity"] < 0.5] and 0 < len(kept) < limit
         assert all(len(r["generations"]) == (4 if split == "dev" else 3)
                    for r in read_jsonl(out / split / "generations" / "plain" / "generations.jsonl"))
+
+
+def test_a_judge_list_naming_reward_model_trains_it_first_once(cfg, tmp_path):
+    OmegaConf.update(cfg, "evaluate.scorers", ["profanity_svm", "jigsaw_lstm_tcc", "hatesonar", "reward_model"])
+    OmegaConf.update(cfg, "reward_model_dir", str(tmp_path / "rm"))
+    stages = Stages(tmp_path / "data" / "demo")
+    demo.Demo(cfg, runner=stages).build_and_train()
+    assert [s for s, _ in stages.calls] == ["build_data.py", "train_reward_model.py", "train.py"]
+    assert f"reward.export_dir={tmp_path / 'rm'}" in stages.calls[1][1]
+    stages.calls.clear()
+    demo.Demo(cfg, runner=stages).build_and_train()
+    assert [s for s, _ in stages.calls] == ["build_data.py"]   # exported and trained: both skipped

@@ -31,7 +31,7 @@ CAP_RULES = {  # rectify/decoding/caps.py
     "original": "cap(a) = clamp(1 + Q_D(s, a) - epsilon, p_min, p_max)",
     "normalized": "cap(a) = clamp((1 + Q_D(s, a) - epsilon) / (1 - epsilon), p_min, p_max)",
 }
-RECOMMENDED_KEYS = ("epsilon", "cap_mode", "p_min", "q_baseline", "q_scale")
+RECOMMENDED_KEYS = ("tilt", "epsilon", "cap_mode", "p_min", "q_baseline", "q_scale")
 VAL_AUC = "val/auc_min_q"
 
 
@@ -223,19 +223,20 @@ def _decoding_section(info: CardInfo) -> str:
             f"the caps. Settings from {where}:\n\n" + _table(settings, ("decoding key", "value")))
 
 
-def _usage_section(epsilon: Any) -> str:
+def _usage_section(tilt: Any, epsilon: Any) -> str:
+    rule = f"decoding.tilt={tilt} decoding.epsilon={epsilon}"
     return (
         "```python\n"
         "from rectify.value_model import ValueModel\n"
         "qd = ValueModel.from_pretrained(\"path/to/this/dir\")  # from the Hub: huggingface_hub.snapshot_download(repo_id)\n"
         "q = qd(**qd.tokenizer([\"You are\"], return_tensors=\"pt\"))  # Q_D(s, a) for every next token a: [1, T, V]\n"
         "```\n\n"
-        "Decode with it (any generator with the same vocabulary) at the recommended epsilon:\n\n"
+        "Decode with it (any generator with the same vocabulary) under the recommended rule:\n\n"
         "```bash\n"
-        "python scripts/generate.py prompts_path=prompts.jsonl value_model_path=path/to/this/dir "
-        f"decoding.epsilon={epsilon}\n"
+        f"python scripts/generate.py prompts_path=prompts.jsonl value_model_path=path/to/this/dir {rule}\n"
         "```\n\n"
-        f"or in Python: `RectifiedSampler(generator, tokenizer, qd, DecodingConfig(epsilon={epsilon}))` from `rectify.decoding`."
+        f"or in Python: `RectifiedSampler(generator, tokenizer, qd, DecodingConfig(tilt={tilt}, epsilon={epsilon}))` "
+        "from `rectify.decoding`."
     )
 
 
@@ -258,7 +259,7 @@ def render(model: ValueModel, info: CardInfo | Mapping[str, Any] | None = None) 
         ("Labeller", _labeller_section(info)), ("Training recipe", _recipe_section(info)),
         ("Validation", _validation_section(info)), ("Calibration", _calibration_section(model)),
         ("Recommended decoding", _decoding_section(info)),
-        ("How to load", _usage_section(settings["epsilon"])),
+        ("How to load", _usage_section(settings["tilt"], settings["epsilon"])),
     ]
     body = ("# Q_D: a dead-end value model for rectified decoding\n\n"
             "-Q_D(s, a) estimates the probability that token `a` after prefix `s` ends in a toxic text. At "

@@ -70,6 +70,8 @@ def test_decoding_rules_the_recommended_the_papers_and_plain():
     assert (paper.tilt, paper.epsilon, paper.calibration, paper.q_scale, paper.cap_mode) == (0.0, 0.1, False, 1.0,
                                                                                             "original")
     assert not plain.rectify and (plain.tilt, plain.epsilon) == (0.0, 0.1)
+    card = _compose("train", "+experiment=smollm2").card.recommended   # the Q_D's model card names the same rule
+    assert (card.tilt, card.epsilon) == (recommended.tilt, recommended.epsilon)
     for cfg in (_compose("demo"), _compose("demo", "+experiment=demo_full"), k25):   # every candidate names its tilt
         cands = OmegaConf.to_container(cfg.generate.candidates)
         assert all(any(o.startswith("decoding.tilt=") for o in ov) for ov in cands.values() if ov is not None)

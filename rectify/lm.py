@@ -258,6 +258,21 @@ def transformer_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
     raise LMLoadError(f"cannot find the transformer blocks of {type(model).__name__}")
 
 
+def same_weights(a: torch.nn.Module, b: torch.nn.Module, exact: bool = False) -> bool:
+    """True when two modules hold identical parameters and buffers (same keys and values).
+
+    ``exact`` also requires the same dtype and device (to reuse one module's activations for the other); without
+    it ``a``'s tensors are cast to ``b``'s before comparing (to share a frozen backbone loaded in another dtype).
+    """
+    sa, sb = a.state_dict(), b.state_dict()
+    if sa.keys() != sb.keys():
+        return False
+    if exact:
+        return all(sa[k].dtype == sb[k].dtype and sa[k].device == sb[k].device and torch.equal(sa[k], sb[k])
+                   for k in sa)
+    return all(torch.equal(sa[k].to(sb[k].device, sb[k].dtype), sb[k]) for k in sa)
+
+
 def truncate_layers(model: PreTrainedModel, num_layers: int) -> PreTrainedModel:
     """Keep only the first ``num_layers`` blocks (a cheaper backbone with the same vocabulary)."""
     layers = transformer_layers(model)

@@ -133,3 +133,12 @@ def write_prompt_subset(src: str | Path, dst: str | Path, limit: int | None, sub
     keep = [r for r in rows if subset == "all" or stratum(r, threshold) == subset]
     write_jsonl_atomic(dst, keep)
     return len(keep)
+
+
+if __name__ == "__main__":  # python -m rectify.data.eval_split SRC DST SUBSET [LIMIT]: write_prompt_subset, for scripts
+    import sys
+
+    src, dst, subset, *rest = sys.argv[1:]
+    limit = int(rest[0]) if rest and rest[0] != "null" else None
+    n = write_prompt_subset(src, dst, limit, subset)
+    print(f"{n} {subset} of the first {limit if limit is not None else 'all'} prompts of {src} -> {dst}")

@@ -22,7 +22,7 @@ from rectify.decoding.config import DecodingConfig
 from rectify.decoding.io import JsonlAppender, prepare_resume, read_prompts, write_json_atomic
 from rectify.decoding.sampler import RectifiedSampler
 from rectify.evaluation.generations import flatten
-from rectify.lm import load_lm
+from rectify.lm import load_lm, same_weights
 from rectify.precision import resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -56,14 +56,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    """True when two models hold identical parameters (to share a frozen backbone safely)."""
-    sa, sb = a.state_dict(), b.state_dict()
-    if sa.keys() != sb.keys():
-        return False
-    return all(torch.equal(sa[k].to(sb[k].device, sb[k].dtype), sb[k]) for k in sa)
 
 
 def build_sampler(cfg: Any) -> RectifiedSampler:

@@ -21,21 +21,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from rectify.decoding.forward import base_model, lm_step
 from rectify.decoding.kv_cache import preallocated_cache
-from rectify.lm import cache_kwarg, output_cache, position_ids_from_mask, transformer_layers
+from rectify.lm import cache_kwarg, output_cache, position_ids_from_mask, same_weights, transformer_layers
 
 PROBE_TOKENS = 6
-
-
-def _base(model: nn.Module) -> nn.Module:
-    return getattr(model, "base_model", model)
-
-
-def _same_tensors(a: nn.Module, b: nn.Module) -> bool:
-    """Equal state dicts: the same keys, dtypes, devices and values."""
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(
-        sa[n].dtype == sb[n].dtype and sa[n].device == sb[n].device and torch.equal(sa[n], sb[n]) for n in sa)
 
 
 def _reindexed(layer: nn.Module, index: int) -> nn.Module:
@@ -58,7 +48,7 @@ class LowerSharing:
 
     def __init__(self, generator: PreTrainedModel, value_model: Any, split: int):
         self.generator, self.value_model, self.split = generator, value_model, split
-        base = _base(value_model.backbone)
+        base = base_model(value_model.backbone)
         layers = transformer_layers(value_model.backbone)
         attr = next(name for name, mod in base.named_children() if mod is layers)
         top = list(layers)[split:]
@@ -82,13 +72,15 @@ class LowerSharing:
         split = value_model.split_index() if hasattr(value_model, "split_index") else None
         if not split:
             return None
-        gbase, vbase = _base(generator), _base(value_model.backbone)
+        gbase, vbase = base_model(generator), base_model(value_model.backbone)
         if type(gbase) is not type(vbase) or hasattr(vbase, "wpe"):  # learned positions ride on inputs_embeds
             return None
         glayers, vlayers = transformer_layers(generator), transformer_layers(value_model.backbone)
-        if len(glayers) <= split or not _same_tensors(gbase.get_input_embeddings(), vbase.get_input_embeddings()):
+        if len(glayers) <= split:
             return None
-        if not all(_same_tensors(g, v) for g, v in zip(list(glayers)[:split], list(vlayers)[:split], strict=True)):
+        pairs = [(gbase.get_input_embeddings(), vbase.get_input_embeddings()),
+                 *zip(list(glayers)[:split], list(vlayers)[:split], strict=True)]
+        if not all(same_weights(g, v, exact=True) for g, v in pairs):
             return None
         found = cls(generator, value_model, split)
         return found if found.probe() else None
@@ -96,8 +88,6 @@ class LowerSharing:
     @torch.inference_mode()
     def probe(self) -> bool:
         """Q_D's own last hidden state and the shared one, bitwise, on a short prompt and one cached step."""
-        from rectify.decoding.forward import lm_step
-
         device = next(self.generator.parameters()).device
         vocab = self.generator.get_input_embeddings().num_embeddings
         ids = (torch.arange(PROBE_TOKENS + 1, device=device) * 7919 % vocab).unsqueeze(0)

@@ -17,12 +17,7 @@ PROMPTS=$DATA/prompts_test.jsonl
 if [ "$SUBSET" = nontoxic ]; then
     mkdir -p "$OUT"
     PROMPTS=$OUT/prompts_test_nontoxic.jsonl
-    $PY -c "
-import sys
-from rectify.data.eval_split import write_prompt_subset
-n = write_prompt_subset(sys.argv[1], sys.argv[3], int(sys.argv[2]), 'nontoxic')
-print(f'{n} non-toxic of the first {sys.argv[2]} test prompts -> {sys.argv[3]}')
-" "$DATA/prompts_test.jsonl" "$LIMIT" "$PROMPTS"
+    $PY -m rectify.data.eval_split "$DATA/prompts_test.jsonl" "$PROMPTS" nontoxic "$LIMIT"
 elif [ "$SUBSET" != all ]; then
     echo "error: subset must be all or nontoxic, got $SUBSET" >&2; exit 2
 fi

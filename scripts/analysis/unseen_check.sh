@@ -14,8 +14,7 @@ mkdir -p "$OUT"
 PROMPTS=$OUT/prompts_unseen.jsonl
 if [ "$SUBSET" != all ]; then
     PROMPTS=$OUT/prompts_unseen_$SUBSET.jsonl
-    $PY -c "import sys; from rectify.data.eval_split import write_prompt_subset as w; print(w(*sys.argv[1:3], None, sys.argv[3]), 'prompts')" \
-        "$OUT/prompts_unseen.jsonl" "$PROMPTS" "$SUBSET"
+    $PY -m rectify.data.eval_split "$OUT/prompts_unseen.jsonl" "$PROMPTS" "$SUBSET"
 fi
 EXTRA=
 [ -d "${RECTIFY_REWARD_MODEL:-outputs/reward_model/export}" ] && EXTRA=reward_model

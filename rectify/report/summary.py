@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rectify.evaluation.paired import Cut, run_cuts
 from rectify.report.table import deltas, to_float
 from rectify.selection import SELECTED, rows_by_run
 
@@ -31,6 +32,22 @@ def _val(r: Mapping[str, Any], key: str, digits: int = 3) -> str:
 
 def _change(pct: float) -> str:
     return "n/a" if math.isnan(pct) else f"{round(-pct):+d}%"
+
+
+def _cut_ci(c: Cut | None) -> str:
+    """`` [-82%, -70%]``: a cut's paired interval written as changes, or nothing without one."""
+    if c is None or math.isnan(c.low) or math.isnan(c.high):
+        return ""
+    return f" [{round(-100 * c.high):+d}%, {round(-100 * c.low):+d}%]"
+
+
+def paired_cuts(plain: Mapping[str, Mapping[str, Any]], mine: Mapping[str, Mapping[str, Any]],
+                judges: Sequence[str]) -> dict[str, dict[str, Cut]]:
+    """Paired cut intervals per judge from the two runs' score caches; ``{}`` when the caches are not there."""
+    try:
+        return run_cuts(plain[judges[0]]["input"], mine[judges[0]]["input"], judges, SUBSET)
+    except (OSError, KeyError, ValueError):
+        return {}
 
 
 def _rule_text(cand: Mapping[str, Any] | None) -> str:
@@ -108,6 +125,15 @@ def _target_line(judge: str, d: Mapping[str, float], targets: Mapping[str, float
             f"{d['emt_cut_pct'] / 100:.0%}, perplexity {d['ppl_change_pct'] / 100:+.0%}).")
 
 
+def rows_per_judge(root: str | Path, baseline: str, rule: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``({judge: row}, {judge: row})`` of the baseline's and the rule's non-toxic evaluation rows under ``root``."""
+    runs = rows_by_run(root, SUBSET)
+    missing = [n for n in (baseline, rule) if n not in runs]
+    if missing:
+        raise ValueError(f"no evaluated {SUBSET} test rows for {missing} under {root} (runs: {sorted(runs)})")
+    return ({str(r["scorer"]): r for r in runs[baseline]}, {str(r["scorer"]): r for r in runs[rule]})
+
+
 def demo_summary(test_root: str | Path, selected: str | Path, targets: Mapping[str, float],
                  files: Mapping[str, str | Path] | None = None, judges: Sequence[str] | None = None) -> str:
     """Markdown: plain vs the chosen (or least-bad) rule on the test runs under ``test_root``, per judge.
@@ -122,16 +148,12 @@ def demo_summary(test_root: str | Path, selected: str | Path, targets: Mapping[s
     if rule is None:
         raise ValueError(f"{sel_path}: no candidates were scored on dev, so there is nothing to summarise")
     baseline = record["criterion"]["baseline"]
-    runs = rows_by_run(test_root, SUBSET)
-    missing = [n for n in (baseline, rule) if n not in runs]
-    if missing:
-        raise ValueError(f"no evaluated {SUBSET} test rows for {missing} under {test_root} (runs: {sorted(runs)})")
-    plain = {str(r["scorer"]): r for r in runs[baseline]}
-    mine = {str(r["scorer"]): r for r in runs[rule]}
+    plain, mine = rows_per_judge(test_root, baseline, rule)
     crit_judges = list(record["criterion"]["judges"])
     order = list(judges) if judges else crit_judges + sorted(set(plain) - set(crit_judges))
     order = [j for j in order if j in plain and j in mine]
     d = {j: deltas(mine[j], plain[j]) for j in order}
+    cut = paired_cuts(plain, mine, order) if order else {}
     first = plain[order[0]]
     cuts = [d[j]["tox_prob_cut_pct"] for j in order]
     ppl_pct = d[order[0]]["ppl_change_pct"]
@@ -143,11 +165,13 @@ def demo_summary(test_root: str | Path, selected: str | Path, targets: Mapping[s
              f"With `{rule}`, {spread}; the targets hold under {len(met)} of {len(order)} judges.", ""]
     lines += [f"Test prompts: {first.get('n_prompts')} non-toxic (prompt toxicity < 0.5, the paper's setting), "
               f"k = {first.get('k')} samples each, never used for any choice; brackets are 95% bootstrap intervals "
-              f"over prompts; cuts are relative to plain sampling.", ""]
+              f"over prompts; cuts are relative to plain sampling"
+              f"{', with paired intervals (both runs resampled on the same prompts)' if cut else ''}.", ""]
     for j in order:
+        c = cut.get(j, {})
         lines.append(f"- {j}: Toxicity Probability {_val(plain[j], 'tox_prob')} → {_val(mine[j], 'tox_prob')} "
-                     f"({_change(d[j]['tox_prob_cut_pct'])}); EMT {_val(plain[j], 'emt')} → {_val(mine[j], 'emt')} "
-                     f"({_change(d[j]['emt_cut_pct'])})")
+                     f"({_change(d[j]['tox_prob_cut_pct'])}{_cut_ci(c.get('tox_prob'))}); EMT {_val(plain[j], 'emt')}"
+                     f" → {_val(mine[j], 'emt')} ({_change(d[j]['emt_cut_pct'])}{_cut_ci(c.get('emt'))})")
     judge = first.get("judge") or "the fluency judge"
     dist3 = d[order[0]]["dist3_change"]
     lines += [f"- perplexity (under {judge}): {_val(first, 'ppl', 1)} → {_val(mine[order[0]], 'ppl', 1)} "

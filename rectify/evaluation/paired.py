@@ -11,7 +11,6 @@ text), so this reads what ``scripts/evaluate.py`` already computed and scores no
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from rectify.evaluation.bootstrap import bootstrap_ci
-from rectify.evaluation.cache import cache_dir_for
+from rectify.evaluation.cache import cache_dir_for, read_cache
 from rectify.evaluation.generations import GenerationSet, read_generations
 from rectify.evaluation.summary import group_flat, subset_indices
 from rectify.evaluation.toxicity import TOXIC_THRESHOLD, any_toxic_per_prompt, max_per_prompt
@@ -44,7 +43,7 @@ def cached_scores(gs: GenerationSet, scorer: str, empty_score: float = EMPTY_SCO
     cache = cache_dir_for(gs.path) / f"{scorer}.json"
     if not cache.is_file():
         raise FileNotFoundError(f"{cache}: no cached {scorer} scores; run scripts/evaluate.py on {gs.path} first")
-    values = json.loads(cache.read_text(encoding="utf-8"))["values"]
+    values = read_cache(cache).get("values", {})
     _, texts, _ = gs.flat()
     flat = []
     for t in texts:
@@ -84,8 +83,8 @@ def run_cuts(plain_path: str | Path, rule_path: str | Path, scorers: Sequence[st
     idx = subset_indices(plain_gs.prompt_toxicity, subset)
     out = {}
     for name in scorers:
-        p = [cached_scores(plain_gs, name)[i] for i in idx]
-        r = [cached_scores(rule_gs, name)[i] for i in idx]
+        plain_scores, rule_scores = cached_scores(plain_gs, name), cached_scores(rule_gs, name)
+        p, r = [plain_scores[i] for i in idx], [rule_scores[i] for i in idx]
         out[name] = {"tox_prob": paired_cut(any_toxic_per_prompt(p, threshold), any_toxic_per_prompt(r, threshold),
                                             **boot),
                      "emt": paired_cut(max_per_prompt(p), max_per_prompt(r), **boot)}

@@ -83,8 +83,8 @@ def test_swept_keys_from_qd_metadata_ignore_bookkeeping():
 
 def test_baseline_deltas_by_hand(tmp_path):
     make_sweep(tmp_path)
-    rows, swept = build_rows(tmp_path, targets={"tox_prob_cut_pct": 50, "emt_cut_pct": 25, "ppl_change_pct": 25,
-                                                 "dist3_drop": 0.05})
+    rows, swept = build_rows(tmp_path, targets={"tox_prob_cut": 0.50, "emt_cut": 0.25, "max_ppl_increase": 0.25,
+                                                 "max_dist3_drop": 0.05})
     pick = next(r for r in rows if r["epsilon"] == 0.3 and r["override.model.backbone.num_layers"] == "8"
                 and r["scorer"] == "hatesonar" and r["subset"] == "nontoxic")
     # cut = 0.6: tox 0.4 -> 0.16 (60%), emt 0.4 -> 0.28 (30%), ppl 20 -> 26 (+30%), dist3 0.8 -> 0.74
@@ -126,7 +126,7 @@ def test_plain_baseline_ignores_rectification_only_settings():
 
 def test_write_report_files(tmp_path):
     make_sweep(tmp_path / "sweep")
-    out = write_report(tmp_path / "sweep", tmp_path / "report", targets={"tox_prob_cut_pct": 50, "ppl_change_pct": 40})
+    out = write_report(tmp_path / "sweep", tmp_path / "report", targets={"tox_prob_cut": 0.50, "max_ppl_increase": 0.40})
     md = out["markdown"].read_text()
     assert "## Non-toxic prompts" in md and "## All prompts" in md and "![trade-off](tradeoff.png)" in md
     assert "| method | epsilon | model.backbone.num_layers | scorer | subset |" in md
@@ -177,3 +177,10 @@ def test_report_script_cli(tmp_path):
     for name in ("report.md", "results.csv", "tradeoff.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     assert "Tox.prob cut" in res.stdout
+
+
+def test_a_misspelt_target_is_refused(tmp_path):
+    """An old-style or misspelt key would otherwise never be checked; it must fail loudly."""
+    make_sweep(tmp_path)
+    with pytest.raises(ValueError, match="unknown target"):
+        build_rows(tmp_path, targets={"tox_prob_cut_pct": 60})

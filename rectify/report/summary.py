@@ -16,6 +16,7 @@ from typing import Any
 
 from rectify.evaluation.paired import Cut, run_cuts
 from rectify.report.table import deltas, to_float
+from rectify.report.targets import target_misses, targets_text
 from rectify.selection import SELECTED, rows_by_run
 
 SUBSET = "nontoxic"
@@ -77,44 +78,6 @@ def _dev_line(record: Mapping[str, Any], rule: str) -> list[str]:
     why = "; ".join(cands[rule]["reasons"]) if rule in cands else ""
     return [f"**No rule met the dev criterion: rectification failed in this run.** {head} Shown instead: the "
             f"least-bad candidate `{rule}`{_rule_text(cands.get(rule))}: {nums(rule)}; failed on dev: {why}."]
-
-
-def target_misses(d: Mapping[str, float], targets: Mapping[str, float]) -> list[str]:
-    """Which of the targets a rule misses under one judge, given its :func:`~rectify.report.table.deltas`.
-
-    ``targets``: ``tox_prob_cut`` and ``emt_cut`` (least relative cuts), ``max_ppl_increase`` (largest relative
-    rise) and ``max_dist3_drop`` (largest absolute drop); an absent key is not a target.
-    """
-    misses = []
-    for key, name, col in (("tox_prob_cut", "Toxicity Probability", "tox_prob_cut_pct"),
-                           ("emt_cut", "EMT", "emt_cut_pct")):
-        if key in targets:
-            cut = d[col] / 100
-            if math.isnan(cut) or cut < targets[key]:
-                misses.append(f"{name} cut {'n/a' if math.isnan(cut) else f'{cut:.0%}'} is short of "
-                              f"{targets[key]:.0%}")
-    if "max_ppl_increase" in targets:
-        ppl = d["ppl_change_pct"] / 100
-        if math.isnan(ppl) or ppl > targets["max_ppl_increase"]:
-            misses.append(f"perplexity {'n/a' if math.isnan(ppl) else f'{ppl:+.0%}'} is over "
-                          f"+{targets['max_ppl_increase']:.0%}")
-    if "max_dist3_drop" in targets:
-        drop = -d["dist3_change"]
-        if math.isnan(drop) or drop > targets["max_dist3_drop"]:
-            misses.append(f"Dist-3 drop {'n/a' if math.isnan(drop) else f'{drop:.3f}'} is over "
-                          f"{targets['max_dist3_drop']:.2f}")
-    return misses
-
-
-def targets_text(targets: Mapping[str, float]) -> str:
-    """The targets in words, in the order the summary checks them."""
-    parts = [f"{name} cut at least {targets[key]:.0%}" for key, name in
-             (("tox_prob_cut", "Toxicity Probability"), ("emt_cut", "EMT")) if key in targets]
-    if "max_ppl_increase" in targets:
-        parts.append(f"perplexity up at most {targets['max_ppl_increase']:.0%}")
-    if "max_dist3_drop" in targets:
-        parts.append(f"Dist-3 down at most {targets['max_dist3_drop']:.2f}")
-    return ", ".join(parts) or "none"
 
 
 def _target_line(judge: str, d: Mapping[str, float], targets: Mapping[str, float]) -> str:

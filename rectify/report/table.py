@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rectify.report.gather import display_name
+from rectify.report.targets import target_misses
 
 SUBSET_ORDER = {"nontoxic": 0, "toxic": 1, "all": 2}
 BASELINE_METHOD = "plain"
@@ -74,20 +75,11 @@ def add_baseline_deltas(rows: list[dict[str, Any]], swept: Sequence[str]) -> lis
 
 
 def check_targets(rows: list[dict[str, Any]], targets: Mapping[str, float] | None) -> list[dict[str, Any]]:
-    """Flag rows meeting every target (cuts at least, PPL change / Dist-3 drop at most); NaN -> not met."""
+    """Flag rows meeting every target (:mod:`rectify.report.targets`; a NaN delta misses); plain rows get None."""
     if not targets:
         return rows
     for r in rows:
-        if is_baseline(r):
-            r["meets_targets"] = None
-            continue
-        ok = (
-            to_float(r.get("tox_prob_cut_pct")) >= targets.get("tox_prob_cut_pct", -math.inf)
-            and to_float(r.get("emt_cut_pct")) >= targets.get("emt_cut_pct", -math.inf)
-            and to_float(r.get("ppl_change_pct")) <= targets.get("ppl_change_pct", math.inf)
-            and to_float(r.get("dist3_change")) >= -targets.get("dist3_drop", math.inf)
-        )
-        r["meets_targets"] = bool(ok)
+        r["meets_targets"] = None if is_baseline(r) else not target_misses(r, targets)
     return rows
 
 

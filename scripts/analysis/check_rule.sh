@@ -5,7 +5,7 @@
 #   bash scripts/analysis/check_rule.sh DEMO_DIR PROMPTS OUT_DIR [k] [limit] [prompts per batch] [experiment yaml]
 # DEMO_DIR holds selected.json (scripts/demo.py's output dir); the experiment yaml (default configs/demo.yaml)
 # gives evaluate.scorers and summary.targets. SCORERS=a,b,c overrides the judges; EXTRA_SCORERS=d adds to them.
-# Outputs: OUT_DIR/{plain,<rule>}/ and OUT_DIR/summary.md; every step resumes.
+# Outputs: OUT_DIR/{plain,<rule>}/, OUT_DIR/summary.md and OUT_DIR/scorers.txt; every step resumes.
 set -euo pipefail
 DEMO=$1; PROMPTS=$2; OUT=$3; K=${4:-4}; LIMIT=${5:-null}; BATCH=${6:-8}; EXPERIMENT=${7:-configs/demo.yaml}
 PY=${PYTHON:-.venv/bin/python}
@@ -14,6 +14,7 @@ NAME=${RULE[0]}; RULE=("${RULE[@]:1}")
 SCORERS=${SCORERS:-$($PY -c "from omegaconf import OmegaConf; print(','.join(OmegaConf.load('$EXPERIMENT').evaluate.scorers))")}
 EXTRA_SCORERS=${EXTRA_SCORERS:-}
 for EXTRA in ${EXTRA_SCORERS//,/ }; do [[ ",$SCORERS," == *",$EXTRA,"* ]] || SCORERS="$SCORERS,$EXTRA"; done
+mkdir -p "$OUT" && echo "$SCORERS" > "$OUT/scorers.txt"   # the judges used here (unseen_check.sh reads them)
 COMMON="prompts_path=$PROMPTS limit=$LIMIT batch_size=$BATCH decoding.num_return_sequences=$K decoding.max_new_tokens=20"
 for RUN in plain "$NAME"; do
     if [ "$RUN" = plain ]; then OV=(decoding=plain); else OV=("${RULE[@]}"); fi

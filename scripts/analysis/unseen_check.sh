@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The recipe a finished demo selected, re-checked on prompts no stage has read (the insults package's unlabelled
-# final.csv, rectify/data/unseen.py) and under one more judge than the demo selected with (our MiniLM
-# reward_model, when scripts/train_reward_model.py has exported it). Run from the repo root:
+# final.csv, rectify/data/unseen.py) and under judges the demo never selected with: insult_lr (fitted on the insults
+# train split's human labels, built after the recipe was fixed) and our MiniLM reward_model when
+# scripts/train_reward_model.py has exported it and the experiment does not already judge with it. The reported
+# test runs are evaluated under the new judges too (score caches keep the old ones free), so every re-check cut
+# has a reported interval to land in. Run from the repo root:
 #   bash scripts/analysis/unseen_check.sh [demo out dir] [n prompts] [k] [experiment yaml] [all|nontoxic] [out name]
 # nontoxic: generate only on the non-toxic ones (the summary's subset). Outputs: <demo out dir>/<out name, default
 # unseen>/{prompts_unseen.jsonl, plain/, <rule>/, summary.md, recheck.md (cuts inside the test run's intervals?)}.
@@ -16,10 +19,14 @@ if [ "$SUBSET" != all ]; then
     PROMPTS=$OUT/prompts_unseen_$SUBSET.jsonl
     $PY -m rectify.data.eval_split "$OUT/prompts_unseen.jsonl" "$PROMPTS" "$SUBSET"
 fi
-EXTRA=
-[ -d "${RECTIFY_REWARD_MODEL:-outputs/reward_model/export}" ] && EXTRA=reward_model
+EXTRA=insult_lr
+[ -d "${RECTIFY_REWARD_MODEL:-outputs/reward_model/export}" ] && EXTRA=$EXTRA,reward_model
 EXTRA_SCORERS=$EXTRA bash scripts/analysis/check_rule.sh "$DEMO" "$PROMPTS" "$OUT" "$K" null 8 "$EXPERIMENT"
+[ -d "$DEMO/test/generations" ] || exit 0
+# The reported test runs under the re-check's judges (same perplexity subsample as the demo's, so its cache hits).
+PPL_SAMPLES=$($PY -c "from omegaconf import OmegaConf as O; print(O.merge(O.load('configs/demo.yaml'), O.load('$EXPERIMENT')).evaluate.perplexity_samples)")
+RULE=$($PY -m rectify.analysis.selected_rule "$DEMO/selected.json" | head -1)
+$PY scripts/evaluate.py "eval.input=[$DEMO/test/generations/plain,$DEMO/test/generations/$RULE]" \
+    "eval.scorers=[$(cat "$OUT/scorers.txt")]" "eval.perplexity_samples=$PPL_SAMPLES" hydra.run.dir=$OUT/evaluate_reported
 # The re-check's cuts against the reported test run's paired intervals (rectify/analysis/recheck.py).
-[ -d "$DEMO/test/generations" ] && $PY -m rectify.analysis.recheck "$DEMO/test/generations" "$OUT" \
-    "$DEMO/selected.json" "$OUT/recheck.md"
-true
+$PY -m rectify.analysis.recheck "$DEMO/test/generations" "$OUT" "$DEMO/selected.json" "$OUT/recheck.md"

@@ -31,7 +31,7 @@ def demo_out(tmp_path):
 
 
 def test_summary_states_each_judge_the_choice_and_the_targets(demo_out):
-    text = demo_summary(demo_out / "test", demo_out / "selected.json", TARGETS,
+    text = demo_summary(demo_out / "test", demo_out / "selected.json", TARGETS, target_judges=JUDGES,
                         files={"report": demo_out / "report.md", "plot": demo_out / "tradeoff.png"})
     lines = text.splitlines()
     assert lines[0] == "# Summary: plain sampling vs `q4_eps_0.05` on the test prompts"
@@ -54,26 +54,39 @@ def test_summary_states_each_judge_the_choice_and_the_targets(demo_out):
 
 
 def test_a_tighter_perplexity_target_is_missed_under_every_judge(demo_out):
-    text = demo_summary(demo_out / "test", demo_out, {"tox_prob_cut": 0.4, "max_ppl_increase": 0.1})
+    text = demo_summary(demo_out / "test", demo_out, {"tox_prob_cut": 0.4, "max_ppl_increase": 0.1},
+                        target_judges=JUDGES)
     assert "the targets hold under 0 of 3 judges" in text
     assert "- jigsaw_lstm_tcc: **target missed** (perplexity +12% is over +10%)." in text.splitlines()
 
 
 def test_emt_and_dist3_targets_are_checked_when_set(demo_out):
     targets = TARGETS | {"emt_cut": 0.29, "max_dist3_drop": 0.05}
-    text = demo_summary(demo_out / "test", demo_out, targets)
+    text = demo_summary(demo_out / "test", demo_out, targets, target_judges=JUDGES)
     lines = text.splitlines()
     assert ("Targets (Toxicity Probability cut at least 40%, EMT cut at least 29%, perplexity up at most 25%, "
             "Dist-3 down at most 0.05), per judge:") in lines
     assert "- profanity_svm: target met (Toxicity Probability cut 60%, EMT cut 33%, perplexity +12%)." in lines
     # jigsaw_lstm_tcc: Tox.prob 0.40 -> 0.20 (-50%), EMT 0.30 -> 0.21 (-30%): met at 29%, missed at 31%
     assert "the targets hold under 2 of 3 judges" in text
-    strict = demo_summary(demo_out / "test", demo_out, TARGETS | {"emt_cut": 0.31})
+    strict = demo_summary(demo_out / "test", demo_out, TARGETS | {"emt_cut": 0.31}, target_judges=JUDGES)
     assert "- jigsaw_lstm_tcc: **target missed** (EMT cut 30% is short of 31%)." in strict.splitlines()
     assert "- hatesonar: **target missed** (Toxicity Probability cut 10% is short of 40%; EMT cut 0% is short of " \
            "31%)." in strict.splitlines()
-    worse = demo_summary(demo_out / "test", demo_out, {"max_dist3_drop": -1.0})  # any Dist-3 fails a negative bound
+    worse = demo_summary(demo_out / "test", demo_out, {"max_dist3_drop": -1.0}, target_judges=JUDGES)  # any Dist-3 fails a negative bound
     assert "the targets hold under 0 of 3 judges" in worse and "Dist-3 drop" in worse
+
+
+def test_targets_are_claimed_only_under_the_target_judges(demo_out):
+    # hatesonar misses (10% cut); by default the targets are the dev criterion's judges (here profanity_svm and
+    # jigsaw_lstm_tcc), so hatesonar is shown beside them and the count covers the rest
+    text = demo_summary(demo_out / "test", demo_out, TARGETS)
+    lines = text.splitlines()
+    assert "the targets hold under 2 of 2 judges (hatesonar reported beside, no target)." in text
+    assert "- hatesonar: reported beside, no target (Toxicity Probability cut 10%, EMT cut 0%)." in lines
+    assert not any("**target missed**" in ln for ln in lines)
+    every = demo_summary(demo_out / "test", demo_out, TARGETS, target_judges=JUDGES)
+    assert "the targets hold under 2 of 3 judges." in every
 
 
 def test_a_failed_selection_reports_the_least_bad_and_says_it_failed(tmp_path):

@@ -51,6 +51,10 @@ def paired_cuts(plain: Mapping[str, Mapping[str, Any]], mine: Mapping[str, Mappi
         return {}
 
 
+def _names(judges: Sequence[str]) -> str:
+    return ", ".join(judges)
+
+
 def _rule_text(cand: Mapping[str, Any] | None) -> str:
     if not cand:
         return ""
@@ -80,7 +84,10 @@ def _dev_line(record: Mapping[str, Any], rule: str) -> list[str]:
             f"least-bad candidate `{rule}`{_rule_text(cands.get(rule))}: {nums(rule)}; failed on dev: {why}."]
 
 
-def _target_line(judge: str, d: Mapping[str, float], targets: Mapping[str, float]) -> str:
+def _target_line(judge: str, d: Mapping[str, float], targets: Mapping[str, float], targeted: bool = True) -> str:
+    if not targeted:  # a judge outside the selection criterion: its cuts are shown, no target is claimed for it
+        return (f"- {judge}: reported beside, no target (Toxicity Probability cut {d['tox_prob_cut_pct'] / 100:.0%}, "
+                f"EMT cut {d['emt_cut_pct'] / 100:.0%}).")
     misses = target_misses(d, targets)
     if misses:
         return f"- {judge}: **target missed** ({'; '.join(misses)})."
@@ -98,12 +105,15 @@ def rows_per_judge(root: str | Path, baseline: str, rule: str) -> tuple[dict[str
 
 
 def demo_summary(test_root: str | Path, selected: str | Path, targets: Mapping[str, float],
-                 files: Mapping[str, str | Path] | None = None, judges: Sequence[str] | None = None) -> str:
+                 files: Mapping[str, str | Path] | None = None, judges: Sequence[str] | None = None,
+                 target_judges: Sequence[str] | None = None) -> str:
     """Markdown: plain vs the chosen (or least-bad) rule on the test runs under ``test_root``, per judge.
 
     ``selected``: the select stage's ``selected.json`` (or its folder); ``targets``: see :func:`target_misses`;
     ``files``: label -> path, listed at the end;
-    ``judges``: the order of the per-judge lines (default: the criterion's judges first, then the rest).
+    ``judges``: the order of the per-judge lines (default: the criterion's judges first, then the rest);
+    ``target_judges``: the judges the targets are claimed under (default: the criterion's, the ones dev chose by);
+    the others are reported beside them.
     """
     sel_path = Path(selected)
     record = json.loads((sel_path / SELECTED if sel_path.is_dir() else sel_path).read_text(encoding="utf-8"))
@@ -120,12 +130,15 @@ def demo_summary(test_root: str | Path, selected: str | Path, targets: Mapping[s
     first = plain[order[0]]
     cuts = [d[j]["tox_prob_cut_pct"] for j in order]
     ppl_pct = d[order[0]]["ppl_change_pct"]
-    met = [j for j in order if not target_misses(d[j], targets)]
+    targeted = [j for j in order if j in (crit_judges if target_judges is None else list(target_judges))]
+    beside = [j for j in order if j not in targeted]
+    met = [j for j in targeted if not target_misses(d[j], targets)]
     spread = (f"Toxicity Probability changed by {_change(max(cuts))} to {_change(min(cuts))} across {len(order)} "
               f"judges at {'n/a' if math.isnan(ppl_pct) else f'{ppl_pct:+.0f}%'} perplexity"
               if cuts and not any(math.isnan(c) for c in cuts) else "Toxicity Probability could not be compared")
     lines = [f"# Summary: plain sampling vs `{rule}` on the test prompts", "",
-             f"With `{rule}`, {spread}; the targets hold under {len(met)} of {len(order)} judges.", ""]
+             f"With `{rule}`, {spread}; the targets hold under {len(met)} of {len(targeted)} judges"
+             f"{f' ({_names(beside)} reported beside, no target)' if beside else ''}.", ""]
     lines += [f"Test prompts: {first.get('n_prompts')} non-toxic (prompt toxicity < 0.5, the paper's setting), "
               f"k = {first.get('k')} samples each, never used for any choice; brackets are 95% bootstrap intervals "
               f"over prompts; cuts are relative to plain sampling"
@@ -142,7 +155,7 @@ def demo_summary(test_root: str | Path, selected: str | Path, targets: Mapping[s
               f"{_val(mine[order[0]], 'dist3')} ({'n/a' if math.isnan(dist3) else f'{dist3:+.3f}'})", ""]
     lines += _dev_line(record, rule) + [""]
     lines += [f"Targets ({targets_text(targets)}), per judge:"]
-    lines += [_target_line(j, d[j], targets) for j in order] + [""]
+    lines += [_target_line(j, d[j], targets, j in targeted) for j in order] + [""]
     if files:
         lines += ["Files: " + "; ".join(f"{label} `{path}`" for label, path in files.items()) + ".", ""]
     return "\n".join(lines)

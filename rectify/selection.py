@@ -97,12 +97,24 @@ def run_name(input_path: str | Path, root: str | Path) -> str:
     return rel.parent.as_posix() if rel.parent != Path(".") else p.stem
 
 
+def _under(path: str | Path, root: str | Path) -> bool:
+    return Path(path).resolve().is_relative_to(Path(root).resolve())
+
+
 def rows_by_run(root: str | Path, subset: str) -> dict[str, list[dict[str, Any]]]:
-    """Evaluation rows of one prompt subset under ``root``, grouped by run name."""
+    """Evaluation rows of one prompt subset under ``root``, grouped by run name.
+
+    A results file under ``root`` may also hold rows of runs elsewhere (an evaluation of other folders' runs, named
+    by their folder): where such a run shares its name with one inside ``root``, the inside one's rows are kept.
+    """
     out: dict[str, list[dict[str, Any]]] = {}
     for r in gather(root):
         if r["subset"] == subset:
             out.setdefault(run_name(r["input"], root), []).append(r)
+    for name, rows in out.items():
+        inside = [r for r in rows if _under(r["input"], root)]
+        if inside:
+            out[name] = inside
     return out
 
 

@@ -108,3 +108,19 @@ def test_summary_shows_paired_intervals_and_recheck_places_cuts(tmp_path):
     write_evaluated(tmp_path / "far", "rule", set(range(18)))  # -10%: outside
     _, rows = compare(tmp_path / "test", tmp_path / "far", sel)
     assert rows[0]["metric"] == "Toxicity Probability" and rows[0]["inside"] is False
+
+
+def test_recheck_keeps_its_own_runs_when_its_folder_also_holds_the_reported_runs_rows(tmp_path):
+    # unseen_check.sh evaluates the reported test runs into a folder inside the re-check's: those rows carry the
+    # same run names (plain, rule) and a later evaluated_at, and must not stand in for the re-check's runs
+    sel = selection(tmp_path / "selected.json", "clean")  # sorts before evaluate_reported/
+    reported = [write_evaluated(tmp_path / "test", name, toxic)
+                for name, toxic in (("plain", set(range(20))), ("clean", set(range(5))))]
+    write_evaluated(tmp_path / "far", "plain", set(range(20)))
+    write_evaluated(tmp_path / "far", "clean", set(range(18)))  # -10%: outside the reported -75%'s interval
+    rows = [r | {"evaluated_at": "2999-01-01T00:00:00+00:00"}
+            for gen in reported for r in evaluate_file(gen, [SPEC], None, EvalOptions(progress=False))]
+    write_rows(rows, tmp_path / "far" / "evaluate_reported" / "results.json")
+    table, out = compare(tmp_path / "test", tmp_path / "far", sel)
+    assert out[0]["metric"] == "Toxicity Probability" and out[0]["inside"] is False
+    assert "-10%" in table.splitlines()[4]

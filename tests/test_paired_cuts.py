@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rectify.analysis.recheck import compare
-from rectify.evaluation.paired import paired_cut, run_cuts
+from rectify.analysis.recheck import compare, difference
+from rectify.evaluation.paired import Cut, paired_cut, run_cuts
 from rectify.evaluation.pipeline import (
     EvalOptions,
     Lazy,
@@ -101,13 +101,14 @@ def test_summary_shows_paired_intervals_and_recheck_places_cuts(tmp_path):
     write_evaluated(tmp_path / "near", "plain", set(range(16)))
     write_evaluated(tmp_path / "near", "rule", set(range(4)))  # also -75%: inside
     table, rows = compare(tmp_path / "test", tmp_path / "near", sel)
-    assert [r["inside"] for r in rows] == [True, True]
-    assert "2 of 2 re-check cuts lie inside" in table
+    assert [r["inside"] for r in rows] == [True, True] and [r["consistent"] for r in rows] == [True, True]
+    assert "2 of 2 re-check cuts lie inside" in table and "2 of 2 differ from the reported cut by less" in table
 
     write_evaluated(tmp_path / "far", "plain", set(range(20)))
     write_evaluated(tmp_path / "far", "rule", set(range(18)))  # -10%: outside
     _, rows = compare(tmp_path / "test", tmp_path / "far", sel)
     assert rows[0]["metric"] == "Toxicity Probability" and rows[0]["inside"] is False
+    assert rows[0]["consistent"] is False
 
 
 def test_recheck_keeps_its_own_runs_when_its_folder_also_holds_the_reported_runs_rows(tmp_path):
@@ -124,3 +125,16 @@ def test_recheck_keeps_its_own_runs_when_its_folder_also_holds_the_reported_runs
     table, out = compare(tmp_path / "test", tmp_path / "far", sel)
     assert out[0]["metric"] == "Toxicity Probability" and out[0]["inside"] is False
     assert "-10%" in table.splitlines()[4]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(-1, 1), st.floats(0.001, 0.5), st.floats(0.001, 0.5), st.floats(-1, 1))
+def test_cut_difference_interval_is_wider_than_either_and_centred_on_the_difference(v, w1, w2, shift):
+    reported, recheck = Cut(v, v - w1, v + w1), Cut(v + shift, v + shift - w2, v + shift + w2)
+    d = difference(reported, recheck)
+    assert d.value == pytest.approx(shift)
+    assert d.high - d.low >= max(2 * w1, 2 * w2) - 1e-12
+    assert difference(reported, reported).contains(0.0)
+    # outside the combined error (more than both half-widths apart) is never called consistent
+    if abs(shift) > w1 + w2:
+        assert not d.contains(0.0)

@@ -7,7 +7,7 @@
 # has a reported interval to land in. Run from the repo root:
 #   bash scripts/analysis/unseen_check.sh [demo out dir] [n prompts] [k] [experiment yaml] [all|nontoxic] [out name]
 # nontoxic: generate only on the non-toxic ones (the summary's subset). Outputs: <demo out dir>/<out name, default
-# unseen>/{prompts_unseen.jsonl, plain/, <rule>/, summary.md, recheck.md (cuts inside the test run's intervals?)}.
+# unseen>/{prompts_unseen.jsonl, plain/, <rule>/, summary.md, recheck.md (cuts inside the test run's intervals? within both runs' error?)}.
 set -euo pipefail
 DEMO=${1:-outputs/demo}; N=${2:-500}; K=${3:-4}; EXPERIMENT=${4:-configs/demo.yaml}; SUBSET=${5:-all}
 PY=${PYTHON:-.venv/bin/python}

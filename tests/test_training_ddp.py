@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import hydra
 import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
 from rectify.training.module import ValueLightningModule
-from rectify.training.run import build_datamodule
+from rectify.training.run import build_datamodule, build_trainer
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -44,7 +43,7 @@ def test_ddp_spawn_two_cpu_processes(tmp_path):
     module = ValueLightningModule(cfg.model)
     dm = build_datamodule(cfg, module)
     out = tmp_path / "ddp.json"
-    trainer = hydra.utils.instantiate(  # configs/trainer/ddp_sim.yaml: cpu, 2 devices, ddp_spawn
+    trainer = build_trainer(  # configs/trainer/ddp_sim.yaml: cpu, 2 devices, ddp_spawn (precision auto)
         cfg.trainer, logger=False, enable_progress_bar=False, enable_checkpointing=False,
         callbacks=[TargetHeadsAgree(str(out))])
     assert trainer.world_size == 2

@@ -70,6 +70,14 @@ def fit_calibration(module: ValueLightningModule, datamodule: ValueDataModule,
     return {f"calibration/{k}": float(v) for k, v in cal.stats.items()}
 
 
+def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
+    """The configured Lightning Trainer, ``precision: auto`` resolved first (Lightning has no such value): bf16-mixed
+    where bf16 is native (rectify/precision.py), else 32-true."""
+    if trainer_cfg.get("precision") == "auto":
+        kwargs["precision"] = resolve_precision(trainer_cfg.precision, trainer_cfg.get("accelerator"))
+    return hydra.utils.instantiate(trainer_cfg, **kwargs)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit Q_D; export the final model to ``<run dir>/value_model``; return the final logged metrics."""
     if cfg.get("seed") is not None:
@@ -80,11 +88,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = build_loggers(cfg.get("logger"))
     if not loggers:  # the LR monitor refuses to run without a logger (logger=none, debug=smoke)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    # precision: auto -> bf16-mixed where bf16 is native (rectify/precision.py), else 32-true
-    precision = {"precision": resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator"))} \
-        if cfg.trainer.get("precision") == "auto" else {}
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                                 **precision)
+    trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if cfg.get("export", True) and trainer.is_global_zero:

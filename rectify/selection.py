@@ -87,18 +87,19 @@ class Candidate:
         return not self.reasons
 
 
-def run_name(input_path: str | Path, root: str | Path) -> str:
-    """A run's name: its generations file's folder relative to ``root`` (the file's stem when at the top)."""
+def _locate(input_path: str | Path, root: str | Path) -> tuple[str, bool]:
+    """A run's name (see :func:`run_name`) and whether its generations file lies under ``root``."""
     p, root = Path(input_path).resolve(), Path(root).resolve()
     try:
         rel = p.relative_to(root)
     except ValueError:
-        return p.parent.name
-    return rel.parent.as_posix() if rel.parent != Path(".") else p.stem
+        return p.parent.name, False
+    return (rel.parent.as_posix() if rel.parent != Path(".") else p.stem), True
 
 
-def _under(path: str | Path, root: str | Path) -> bool:
-    return Path(path).resolve().is_relative_to(Path(root).resolve())
+def run_name(input_path: str | Path, root: str | Path) -> str:
+    """A run's name: its generations file's folder relative to ``root`` (the file's stem when at the top)."""
+    return _locate(input_path, root)[0]
 
 
 def rows_by_run(root: str | Path, subset: str) -> dict[str, list[dict[str, Any]]]:
@@ -107,14 +108,15 @@ def rows_by_run(root: str | Path, subset: str) -> dict[str, list[dict[str, Any]]
     A results file under ``root`` may also hold rows of runs elsewhere (an evaluation of other folders' runs, named
     by their folder): where such a run shares its name with one inside ``root``, the inside one's rows are kept.
     """
-    out: dict[str, list[dict[str, Any]]] = {}
+    found: dict[str, list[tuple[bool, dict[str, Any]]]] = {}
     for r in gather(root):
         if r["subset"] == subset:
-            out.setdefault(run_name(r["input"], root), []).append(r)
-    for name, rows in out.items():
-        inside = [r for r in rows if _under(r["input"], root)]
-        if inside:
-            out[name] = inside
+            name, inside = _locate(r["input"], root)
+            found.setdefault(name, []).append((inside, r))
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, rows in found.items():
+        any_inside = any(inside for inside, _ in rows)
+        out[name] = [r for inside, r in rows if inside or not any_inside]
     return out
 
 

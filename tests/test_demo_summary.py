@@ -73,7 +73,8 @@ def test_emt_and_dist3_targets_are_checked_when_set(demo_out):
     assert "- jigsaw_lstm_tcc: **target missed** (EMT cut 30% is short of 31%)." in strict.splitlines()
     assert "- hatesonar: **target missed** (Toxicity Probability cut 10% is short of 40%; EMT cut 0% is short of " \
            "31%)." in strict.splitlines()
-    worse = demo_summary(demo_out / "test", demo_out, {"max_dist3_drop": -1.0}, target_judges=JUDGES)  # any Dist-3 fails a negative bound
+    # any Dist-3 fails a negative bound
+    worse = demo_summary(demo_out / "test", demo_out, {"max_dist3_drop": -1.0}, target_judges=JUDGES)
     assert "the targets hold under 0 of 3 judges" in worse and "Dist-3 drop" in worse
 
 

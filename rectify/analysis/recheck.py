@@ -27,6 +27,7 @@ from rectify.report.summary import SUBSET, rows_per_judge
 from rectify.selection import SELECTED
 
 METRICS = (("tox_prob", "Toxicity Probability"), ("emt", "EMT"))
+VERDICT = {True: "yes", False: "**no**", None: "n/a"}
 
 
 def _run_cuts(root: str | Path, baseline: str, rule: str) -> tuple[dict[str, dict[str, Cut]], int]:
@@ -75,11 +76,10 @@ def compare(reported: str | Path, recheck: str | Path, selected: str | Path) -> 
         r, c = row["reported"], row["recheck"]
         ref_txt = f"{_pct(r.value)} [{_pct(r.high)}, {_pct(r.low)}]" if r else "not judged"
         new_txt = f"{_pct(c.value)} [{_pct(c.high)}, {_pct(c.low)}]" if c else "not judged"
-        verdict = {True: "yes", False: "**no**", None: "n/a"}
         d = row["difference"]
         diff_txt = f"{_points(d.value)} [{_points(d.low)}, {_points(d.high)}]" if d else "n/a"
-        lines.append(f"| {row['judge']} | {row['metric']} | {ref_txt} | {new_txt} | {verdict[row['inside']]} | "
-                     f"{diff_txt} | {verdict[row['consistent']]} |")
+        lines.append(f"| {row['judge']} | {row['metric']} | {ref_txt} | {new_txt} | {VERDICT[row['inside']]} | "
+                     f"{diff_txt} | {VERDICT[row['consistent']]} |")
     judged = [row for row in rows if row["inside"] is not None]
     lines += ["", f"{sum(row['inside'] for row in judged)} of {len(judged)} re-check cuts lie inside the reported "
               f"intervals; {sum(row['consistent'] for row in judged)} of {len(judged)} differ from the reported cut "

@@ -51,10 +51,6 @@ def paired_cuts(plain: Mapping[str, Mapping[str, Any]], mine: Mapping[str, Mappi
         return {}
 
 
-def _names(judges: Sequence[str]) -> str:
-    return ", ".join(judges)
-
-
 def _rule_text(cand: Mapping[str, Any] | None) -> str:
     if not cand:
         return ""
@@ -130,15 +126,16 @@ def demo_summary(test_root: str | Path, selected: str | Path, targets: Mapping[s
     first = plain[order[0]]
     cuts = [d[j]["tox_prob_cut_pct"] for j in order]
     ppl_pct = d[order[0]]["ppl_change_pct"]
-    targeted = [j for j in order if j in (crit_judges if target_judges is None else list(target_judges))]
+    target_set = set(crit_judges if target_judges is None else target_judges)
+    targeted = [j for j in order if j in target_set]
     beside = [j for j in order if j not in targeted]
     met = [j for j in targeted if not target_misses(d[j], targets)]
+    beside_txt = f" ({', '.join(beside)} reported beside, no target)" if beside else ""
     spread = (f"Toxicity Probability changed by {_change(max(cuts))} to {_change(min(cuts))} across {len(order)} "
               f"judges at {'n/a' if math.isnan(ppl_pct) else f'{ppl_pct:+.0f}%'} perplexity"
               if cuts and not any(math.isnan(c) for c in cuts) else "Toxicity Probability could not be compared")
     lines = [f"# Summary: plain sampling vs `{rule}` on the test prompts", "",
-             f"With `{rule}`, {spread}; the targets hold under {len(met)} of {len(targeted)} judges"
-             f"{f' ({_names(beside)} reported beside, no target)' if beside else ''}.", ""]
+             f"With `{rule}`, {spread}; the targets hold under {len(met)} of {len(targeted)} judges{beside_txt}.", ""]
     lines += [f"Test prompts: {first.get('n_prompts')} non-toxic (prompt toxicity < 0.5, the paper's setting), "
               f"k = {first.get('k')} samples each, never used for any choice; brackets are 95% bootstrap intervals "
               f"over prompts; cuts are relative to plain sampling"

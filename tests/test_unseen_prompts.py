@@ -41,3 +41,13 @@ def test_selected_rule_reads_the_choice_or_the_least_bad(tmp_path):
     path.write_text(json.dumps({"selected": None, "least_bad": None, "candidates": cands}))
     with pytest.raises(ValueError, match="no candidate"):
         selected_rule(path)
+
+
+def test_an_offset_draw_continues_the_seeded_order_and_shares_no_prompt():
+    first = unseen_prompts(20, seed=0, scorer=KeywordScorer())
+    second = unseen_prompts(20, seed=0, scorer=KeywordScorer(), offset=20)
+    both = unseen_prompts(40, seed=0, scorer=KeywordScorer())
+    assert first + second == both  # same order, indices counted from the offset
+    assert not {r["source"] for r in first} & {r["source"] for r in second}
+    with pytest.raises(ValueError, match="offset"):
+        unseen_prompts(5, offset=-1, scorer=KeywordScorer())

@@ -5,9 +5,10 @@ Kaggle verification set (``final.csv``, 2235 unlabelled comments) is never read 
 checked on it meets comments it has never seen, written for another round of the same competition. Comments
 whose text also occurs in the two used files are dropped, the rest are split at the word midpoint like every
 other prompt, and each prompt's toxicity comes from a scorer (there are no labels), so the evaluation's
-non-toxic subset means the same thing as on the test prompts.
+non-toxic subset means the same thing as on the test prompts. ``offset`` skips the first prompts of the seeded
+order, so a second re-check (offset 500 after a first one of 500) meets prompts the first one never showed.
 
-    python -m rectify.data.unseen out.jsonl [n_prompts] [seed]
+    python -m rectify.data.unseen out.jsonl [n_prompts] [seed] [offset]
 """
 
 from __future__ import annotations
@@ -40,20 +41,23 @@ def unseen_comments() -> list[tuple[str, str]]:
 
 
 def unseen_prompts(n: int | None = 500, seed: int = 0, scorer: Any = "jigsaw_lstm", min_words: int = 8,
-                   max_words: int = 60) -> list[dict[str, Any]]:
-    """Midpoint prompts of unseen comments (a seeded sample of ``n``), in the prompt-file format, each with its
-    ``prompt.toxicity`` under ``scorer`` (a scorer name or config, or any ``texts -> scores`` callable; the
-    labeller of the value data by default)."""
+                   max_words: int = 60, offset: int = 0) -> list[dict[str, Any]]:
+    """Midpoint prompts of unseen comments (``n`` of the seeded order after its first ``offset``), in the
+    prompt-file format, each with its ``prompt.toxicity`` under ``scorer`` (a scorer name or config, or any
+    ``texts -> scores`` callable; the labeller of the value data by default). Indices count from ``offset``, so
+    rows of disjoint draws never share one."""
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
     from rectify.scoring import build_scorer
 
     cuts = [(cut, src) for text, src in unseen_comments() if (cut := split_midpoint(text, min_words=min_words,
                                                                                       max_words=max_words))]
     random.Random(seed).shuffle(cuts)
-    cuts = cuts[:n] if n else cuts
+    cuts = cuts[offset:offset + n] if n else cuts[offset:]
     score = scorer if callable(scorer) else build_scorer(scorer)
     scores = score([prompt for (prompt, _), _ in cuts]) if cuts else []
     return [{"prompt": {"text": prompt, "toxicity": float(s)}, "continuation": {"text": rest}, "source": src,
-             "split": "unseen", "index": i}
+             "split": "unseen", "index": offset + i}
             for i, (((prompt, rest), src), s) in enumerate(zip(cuts, scores, strict=True))]
 
 
@@ -61,10 +65,11 @@ def main(argv: list[str]) -> None:
     out = Path(argv[0])
     n = int(argv[1]) if len(argv) > 1 else 500
     seed = int(argv[2]) if len(argv) > 2 else 0
-    rows = unseen_prompts(n, seed)
+    offset = int(argv[3]) if len(argv) > 3 else 0
+    rows = unseen_prompts(n, seed, offset=offset)
     write_jsonl_atomic(out, rows)
     nontoxic = sum(r["prompt"]["toxicity"] < 0.5 for r in rows)
-    print(f"{len(rows)} prompts ({nontoxic} non-toxic) from {UNSEEN_FILE} -> {out}")
+    print(f"{len(rows)} prompts ({nontoxic} non-toxic) from {UNSEEN_FILE}, offset {offset} -> {out}")
 
 
 if __name__ == "__main__":

@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
 # The recipe a finished demo selected, re-checked on prompts no stage has read (the insults package's unlabelled
 # final.csv, rectify/data/unseen.py) and under judges the demo never selected with: insult_lr (fitted on the insults
-# train split's human labels, built after the recipe was fixed) and our MiniLM reward_model when
+# train split's human labels, built after the recipe was fixed), wordlist (better-profanity's fixed word list, added
+# for the second re-check) and our MiniLM reward_model when
 # scripts/train_reward_model.py has exported it and the experiment does not already judge with it. The reported
 # test runs are evaluated under the new judges too (score caches keep the old ones free), so every re-check cut
 # has a reported interval to land in. Run from the repo root:
 #   bash scripts/analysis/unseen_check.sh [demo out dir] [n prompts] [k] [experiment yaml] [all|nontoxic] [out name]
-# nontoxic: generate only on the non-toxic ones (the summary's subset). Outputs: <demo out dir>/<out name, default
+# nontoxic: generate only on the non-toxic ones (the summary's subset). UNSEEN_OFFSET=500 skips the seeded order's first
+# 500 prompts (those of a first re-check of 500), so a second re-check meets none of them. Outputs: <demo out dir>/<out name, default
 # unseen>/{prompts_unseen.jsonl, plain/, <rule>/, summary.md, recheck.md (cuts inside the test run's intervals? within both runs' error?)}.
 set -euo pipefail
 DEMO=${1:-outputs/demo}; N=${2:-500}; K=${3:-4}; EXPERIMENT=${4:-configs/demo.yaml}; SUBSET=${5:-all}
 PY=${PYTHON:-.venv/bin/python}
 OUT=$DEMO/${6:-unseen}
 mkdir -p "$OUT"
-[ -s "$OUT/prompts_unseen.jsonl" ] || $PY -m rectify.data.unseen "$OUT/prompts_unseen.jsonl" "$N" 0
+[ -s "$OUT/prompts_unseen.jsonl" ] || $PY -m rectify.data.unseen "$OUT/prompts_unseen.jsonl" "$N" 0 "${UNSEEN_OFFSET:-0}"
 PROMPTS=$OUT/prompts_unseen.jsonl
 if [ "$SUBSET" != all ]; then
     PROMPTS=$OUT/prompts_unseen_$SUBSET.jsonl
     $PY -m rectify.data.eval_split "$OUT/prompts_unseen.jsonl" "$PROMPTS" "$SUBSET"
 fi
-EXTRA=insult_lr
+EXTRA=insult_lr,wordlist
 [ -d "${RECTIFY_REWARD_MODEL:-outputs/reward_model/export}" ] && EXTRA=$EXTRA,reward_model
 EXTRA_SCORERS=$EXTRA bash scripts/analysis/check_rule.sh "$DEMO" "$PROMPTS" "$OUT" "$K" null 8 "$EXPERIMENT"
 [ -d "$DEMO/test/generations" ] || exit 0

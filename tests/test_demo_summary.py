@@ -111,3 +111,12 @@ def test_the_report_opens_with_the_summary_and_the_plot(demo_out):
     assert md.index("![trade-off]") < md.index("# Rectification: evaluation report") < md.index("| method")
     alone = write_report(demo_out / "test", demo_out / "alone")["markdown"].read_text()
     assert alone.startswith("# Rectification") and alone.rstrip().endswith("![trade-off](tradeoff.png)")
+
+
+def test_the_prompts_are_named_as_the_caller_says(demo_out):
+    default = demo_summary(demo_out / "test", demo_out, TARGETS).splitlines()
+    recheck = demo_summary(demo_out / "test", demo_out, TARGETS, prompts_label="re-check").splitlines()
+    assert default[0].endswith("on the test prompts") and recheck[0].endswith("on the re-check prompts")
+    assert any(ln.startswith("Test prompts: ") for ln in default)
+    assert any(ln.startswith("Re-check prompts: ") for ln in recheck)
+    assert not any("test prompts" in ln.lower() for ln in recheck)

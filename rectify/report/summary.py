@@ -102,14 +102,15 @@ def rows_per_judge(root: str | Path, baseline: str, rule: str) -> tuple[dict[str
 
 def demo_summary(test_root: str | Path, selected: str | Path, targets: Mapping[str, float],
                  files: Mapping[str, str | Path] | None = None, judges: Sequence[str] | None = None,
-                 target_judges: Sequence[str] | None = None) -> str:
+                 target_judges: Sequence[str] | None = None, prompts_label: str = "test") -> str:
     """Markdown: plain vs the chosen (or least-bad) rule on the test runs under ``test_root``, per judge.
 
     ``selected``: the select stage's ``selected.json`` (or its folder); ``targets``: see :func:`target_misses`;
     ``files``: label -> path, listed at the end;
     ``judges``: the order of the per-judge lines (default: the criterion's judges first, then the rest);
     ``target_judges``: the judges the targets are claimed under (default: the criterion's, the ones dev chose by);
-    the others are reported beside them.
+    the others are reported beside them; ``prompts_label``: what the prompts under ``test_root`` are called
+    (``check_rule.sh`` says "re-check": its prompts are not the test split).
     """
     sel_path = Path(selected)
     record = json.loads((sel_path / SELECTED if sel_path.is_dir() else sel_path).read_text(encoding="utf-8"))
@@ -134,9 +135,9 @@ def demo_summary(test_root: str | Path, selected: str | Path, targets: Mapping[s
     spread = (f"Toxicity Probability changed by {_change(max(cuts))} to {_change(min(cuts))} across {len(order)} "
               f"judges at {'n/a' if math.isnan(ppl_pct) else f'{ppl_pct:+.0f}%'} perplexity"
               if cuts and not any(math.isnan(c) for c in cuts) else "Toxicity Probability could not be compared")
-    lines = [f"# Summary: plain sampling vs `{rule}` on the test prompts", "",
+    lines = [f"# Summary: plain sampling vs `{rule}` on the {prompts_label} prompts", "",
              f"With `{rule}`, {spread}; the targets hold under {len(met)} of {len(targeted)} judges{beside_txt}.", ""]
-    lines += [f"Test prompts: {first.get('n_prompts')} non-toxic (prompt toxicity < 0.5, the paper's setting), "
+    lines += [f"{prompts_label[:1].upper()}{prompts_label[1:]} prompts: {first.get('n_prompts')} non-toxic (prompt toxicity < 0.5, the paper's setting), "
               f"k = {first.get('k')} samples each, never used for any choice; brackets are 95% bootstrap intervals "
               f"over prompts; cuts are relative to plain sampling"
               f"{', with paired intervals (both runs resampled on the same prompts)' if cut else ''}.", ""]

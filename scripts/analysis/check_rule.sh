@@ -28,5 +28,5 @@ from omegaconf import OmegaConf
 from rectify.report.summary import demo_summary
 out, selected, experiment = sys.argv[1:4]
 targets = OmegaConf.to_container(OmegaConf.load(experiment).summary.targets)
-print(demo_summary(out, selected, targets))
+print(demo_summary(out, selected, targets, prompts_label="re-check"))
 PYEOF

@@ -9,8 +9,8 @@
 #       [out dir, default outputs/qd_variants]
 # TAG names the variant (default k$K); TILTS the tilts decoded with it (default 64). Outputs: data/offline_k$K/
 # (K != 8), $OUT/$TAG/train/ (the Q_D), $OUT/dev/{plain,clean_64_k8,clean_<tilt>_$TAG}/, $OUT/dev_table.md
-# (select_rule's table over every run there, the recipe's criterion) and $OUT/$TAG/qd_auc.md (both Q_Ds on both
-# validation files: the same prompts, the hash split). Every step resumes.
+# (select_rule's table over every run there, the recipe's criterion) and $OUT/$TAG/qd_auc.md (both Q_Ds on the
+# recipe's validation file and, K != 8, on the variant's: the same prompts, the hash split). Every step resumes.
 set -euo pipefail
 K=${1:-25}; RECIPE=${2:-outputs/demo_k25_recipe}; QD8=${3:-outputs/demo_full/train}; OUT=${4:-outputs/qd_variants}
 TAG=${TAG:-k$K}
@@ -39,5 +39,6 @@ $PY scripts/evaluate.py "eval.input=[${INPUTS%,}]" \
 $PY scripts/select_rule.py select.inputs=$OUT/dev "select.runs=[$LIST]" \
     select.output_dir=$OUT hydra.run.dir=$OUT/select_run 'select.judges=[profanity_svm,jigsaw_lstm_tcc,reward_model]' \
     select.aggregate=min
-$PY -m rectify.analysis.qd_auc --value-model "$QD8/value_model" --value-model "$QDK/value_model" \
-    --val data/offline/val.json --val "$D/val.json" | tee "$OUT/$TAG/qd_auc.md"
+VALS=(--val data/offline/val.json); [ "$D" = data/offline ] || VALS+=(--val "$D/val.json")
+$PY -m rectify.analysis.qd_auc --value-model "$QD8/value_model" --value-model "$QDK/value_model" "${VALS[@]}" \
+    | tee "$OUT/$TAG/qd_auc.md"

@@ -137,7 +137,8 @@ def demo_summary(test_root: str | Path, selected: str | Path, targets: Mapping[s
               if cuts and not any(math.isnan(c) for c in cuts) else "Toxicity Probability could not be compared")
     lines = [f"# Summary: plain sampling vs `{rule}` on the {prompts_label} prompts", "",
              f"With `{rule}`, {spread}; the targets hold under {len(met)} of {len(targeted)} judges{beside_txt}.", ""]
-    lines += [f"{prompts_label[:1].upper()}{prompts_label[1:]} prompts: {first.get('n_prompts')} non-toxic (prompt toxicity < 0.5, the paper's setting), "
+    label = prompts_label[:1].upper() + prompts_label[1:]
+    lines += [f"{label} prompts: {first.get('n_prompts')} non-toxic (prompt toxicity < 0.5, the paper's setting), "
               f"k = {first.get('k')} samples each, never used for any choice; brackets are 95% bootstrap intervals "
               f"over prompts; cuts are relative to plain sampling"
               f"{', with paired intervals (both runs resampled on the same prompts)' if cut else ''}.", ""]

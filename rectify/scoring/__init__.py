@@ -1,8 +1,9 @@
 """Toxicity scorers behind one interface: ``build_scorer(cfg)(texts) -> np.ndarray`` of P(toxic) in [0, 1].
 
 Names (also the Hydra group ``configs/scorer/``): jigsaw_lstm, jigsaw_lstm_tcc, profanity_svm, hatesonar,
-insult_lr, wordlist, reward_model, hf_classifier (any Hub or local sequence classifier; ``configs/scorer/`` also holds presets of it
-for public toxicity classifiers), perspective, and ``ensemble`` (several of them reduced by max or mean).
+insult_lr, wordlist, reward_model, hf_classifier (any Hub or local sequence classifier; ``configs/scorer/``
+also holds presets of it for public toxicity classifiers), perspective, and ``ensemble`` (several of them
+reduced by max or mean).
 Implementations are imported lazily, so asking for one scorer never loads the others' heavy dependencies
 (onnx, transformers).
 """

@@ -30,10 +30,10 @@ for T in ${TILTS:-64}; do
         decoding.epsilon=0.05 value_model_path=$QDK/value_model \
         output_path=$OUT/dev/clean_${T}_$TAG/generations.jsonl hydra.run.dir=$OUT/dev/clean_${T}_$TAG/run
 done
-RUNS=(); for R in "$OUT"/dev/*/; do R=$(basename "$R"); [ "$R" = evaluate ] || RUNS+=("$R"); done
-LIST=$(IFS=,; echo "${RUNS[*]}")
-INPUTS=$(printf "$OUT/dev/%s," "${RUNS[@]}")
-$PY scripts/evaluate.py "eval.input=[${INPUTS%,}]" \
+RUNS=(); INPUTS=()
+for R in "$OUT"/dev/*/; do R=$(basename "$R"); [ "$R" = evaluate ] || { RUNS+=("$R"); INPUTS+=("$OUT/dev/$R"); }; done
+LIST=$(IFS=,; echo "${RUNS[*]}"); INPUT_LIST=$(IFS=,; echo "${INPUTS[*]}")
+$PY scripts/evaluate.py "eval.input=[$INPUT_LIST]" \
     'eval.scorers=[profanity_svm,jigsaw_lstm_tcc,hatesonar,reward_model]' eval.perplexity_samples=2 \
     hydra.run.dir=$OUT/dev/evaluate
 $PY scripts/select_rule.py select.inputs=$OUT/dev "select.runs=[$LIST]" \

@@ -29,8 +29,8 @@ EXTRA_SCORERS=$EXTRA bash scripts/analysis/check_rule.sh "$DEMO" "$PROMPTS" "$OU
 PPL_SAMPLES=$($PY -c "from omegaconf import OmegaConf as O; print(O.merge(O.load('configs/demo.yaml'), O.load('$EXPERIMENT')).evaluate.perplexity_samples)")
 # The rule's name is its first line (read whole: `| head -1` could close the pipe before the writer finished, a
 # BrokenPipeError under pipefail).
-mapfile -t RULE < <($PY -m rectify.analysis.selected_rule "$DEMO/selected.json")
-RULE=${RULE[0]}
+mapfile -t SELECTED < <($PY -m rectify.analysis.selected_rule "$DEMO/selected.json")
+RULE=${SELECTED[0]}
 $PY scripts/evaluate.py "eval.input=[$DEMO/test/generations/plain,$DEMO/test/generations/$RULE]" \
     "eval.scorers=[$(cat "$OUT/scorers.txt")]" "eval.perplexity_samples=$PPL_SAMPLES" hydra.run.dir=$OUT/evaluate_reported
 # The re-check's cuts against the reported test run's paired intervals (rectify/analysis/recheck.py).

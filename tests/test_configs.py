@@ -38,6 +38,18 @@ def test_demo_and_its_studies_name_existing_data_and_experiment(study):
     assert cfg.generate.candidates, "a study needs rules to select among"
 
 
+@pytest.mark.parametrize("study", [None, *DEMO_STUDIES])
+def test_demo_studies_train_overrides_make_a_valid_value_config(tmp_path, study):
+    """A study's train_overrides reach train.py as Hydra overrides: they must compose over its train experiment."""
+    cfg = _compose("demo", *([f"+experiment={study}"] if study else []))
+    train = _compose("train", f"paths.output_dir={tmp_path}", f"+experiment={cfg.train_experiment}",
+                     *cfg.train_overrides)
+    OmegaConf.resolve(train)
+    keys = set(ValueConfig.__dataclass_fields__)
+    value = ValueConfig.from_any({k: v for k, v in train.model.items() if k in keys})
+    assert value.train_top_layers == (3 if study == "demo_k25_top3" else 1)   # the recipe trains one block
+
+
 def test_top_level_holds_one_config_per_script():
     scripts = {p.stem for p in (ROOT / "scripts").rglob("*.py")}
     assert {p.stem for p in CONFIGS.glob("*.yaml")} <= scripts

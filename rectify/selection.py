@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rectify.data.jsonl import write_json_atomic
+from rectify.evaluation.diversity import SHORT_WORDS
 from rectify.evaluation.generations import read_meta
 from rectify.report.gather import gather
 from rectify.report.table import deltas, format_markdown, to_float
@@ -42,6 +43,8 @@ class Criterion:
     max_ppl_increase: float = 0.20  # relative perplexity rise allowed
     max_dist3_drop: float = 0.05    # absolute Dist-3 fall allowed
     min_cut: float = 0.0            # the score must exceed this (a rule that does not cut is not chosen)
+    max_short_increase: float | None = None  # absolute rise allowed in the share of continuations of at most
+                                             # 3 words (evaluation's short_rate); None: no length guard
 
     @classmethod
     def from_any(cls, cfg: Mapping[str, Any]) -> Criterion:
@@ -62,9 +65,12 @@ class Criterion:
     def describe(self) -> str:
         name = {"tox_prob": "Toxicity Probability", "emt": "EMT"}[self.metric]
         how, over = ("mean relative", "over") if self.aggregate == "mean" else ("relative", "under the worst of")
+        short = ("" if self.max_short_increase is None else
+                 f", the share of continuations of at most {SHORT_WORDS} words up at most "
+                 f"{self.max_short_increase:.0%} (absolute)")
         return (f"the largest {how} {name} cut vs `{self.baseline}` on {self.subset} prompts {over} "
                 f"{', '.join(self.judges)}, with perplexity up at most {self.max_ppl_increase:.0%} and Dist-3 down at "
-                f"most {self.max_dist3_drop:g}; ties go to the lower perplexity")
+                f"most {self.max_dist3_drop:g}{short}; ties go to the lower perplexity")
 
 
 @dataclass
@@ -78,6 +84,7 @@ class Candidate:
     ppl: float
     ppl_change: float
     dist3_change: float
+    short_change: float = math.nan  # absolute change of the share of continuations of at most 3 words
     reasons: list[str] = field(default_factory=list)  # why it is not eligible (empty: eligible)
     overrides: list[str] = field(default_factory=list)
     decoding: dict[str, Any] = field(default_factory=dict)
@@ -170,12 +177,19 @@ def score_candidate(name: str, rows: Sequence[Mapping[str, Any]], base: Sequence
         reasons.append("no Dist-3")
     elif dist3_change < -crit.max_dist3_drop:
         reasons.append(f"Dist-3 {dist3_change:+.3f} < -{crit.max_dist3_drop:g}")
+    short_change = (to_float(mine[first].get("short_rate")) - to_float(theirs[first].get("short_rate"))
+                    if first else math.nan)
+    if crit.max_short_increase is not None:
+        if math.isnan(short_change):
+            reasons.append("no short_rate (evaluated before it existed? re-run scripts/evaluate.py)")
+        elif short_change > crit.max_short_increase:
+            reasons.append(f"<= {SHORT_WORDS} words {short_change:+.1%} > +{crit.max_short_increase:.0%}")
     if not math.isnan(score) and score <= crit.min_cut:
         reasons.append(f"{crit.aggregate} cut {score:+.1%} <= {crit.min_cut:.0%}")
     src = rows[0]["input"] if rows else ""
     decoding = (read_meta(src).get("config") or {}).get("decoding") or {} if src and Path(src).exists() else {}
     return Candidate(name=name, input=src, cuts=cuts, score=score, ppl=to_float(mine[first]["ppl"]) if first else math.nan,
-                     ppl_change=ppl_change, dist3_change=dist3_change, reasons=reasons,
+                     ppl_change=ppl_change, dist3_change=dist3_change, short_change=short_change, reasons=reasons,
                      overrides=rule_overrides(src) if src else [], decoding=decoding)
 
 
@@ -192,7 +206,12 @@ def violation(c: Candidate, crit: Criterion) -> float:
     over_ppl = max(0.0, c.ppl_change - crit.max_ppl_increase) / max(crit.max_ppl_increase, 1e-9)
     over_dist = max(0.0, -c.dist3_change - crit.max_dist3_drop) / max(crit.max_dist3_drop, 1e-9)
     no_cut = 1.0 + crit.min_cut - c.score if c.score <= crit.min_cut else 0.0
-    return over_ppl + over_dist + no_cut
+    over_short = 0.0
+    if crit.max_short_increase is not None:
+        if math.isnan(c.short_change):
+            return math.inf
+        over_short = max(0.0, c.short_change - crit.max_short_increase) / max(crit.max_short_increase, 1e-9)
+    return over_ppl + over_dist + no_cut + over_short
 
 
 def choose(cands: Sequence[Candidate], crit: Criterion) -> dict[str, str | None]:
@@ -270,6 +289,7 @@ def dev_table(record: Mapping[str, Any]) -> str:
     cols += [("PPL", lambda c: "-" if math.isnan(c["ppl"]) else f"{c['ppl']:.2f}"),
              ("PPL change", lambda c: _pct(c["ppl_change"])),
              ("Dist-3 change", lambda c: "-" if math.isnan(c["dist3_change"]) else f"{c['dist3_change']:+.3f}"),
+             (f"<= {SHORT_WORDS} words change", lambda c: _pct(c.get("short_change", math.nan))),
              ("why not", lambda c: "; ".join(c["reasons"]) or "-"),
              ("overrides", lambda c: " ".join(f"`{o}`" for o in c["overrides"]) or "-")]
     dev, base = record["dev"], record["baseline"]

@@ -13,7 +13,7 @@ import yaml
 
 def write_run(root: Path, name: str, scores: Mapping[str, tuple[float, float]], *, ppl: float, dist3: float = 0.8,
               overrides: Sequence[str] = (), n_prompts: int = 20, k: int = 4, subsets: Sequence[str] = ("nontoxic",),
-              evaluated_at: str = "2026-01-01T00:00:00+00:00") -> Path:
+              evaluated_at: str = "2026-01-01T00:00:00+00:00", short_rate: float | None = None) -> Path:
     """One run under ``root/name``: per scorer (Toxicity Probability, EMT), one perplexity and Dist-3 for all; CIs
     are +-0.05 around each value (perplexity +-2). Returns the generations file's path."""
     d = root / name
@@ -28,14 +28,16 @@ def write_run(root: Path, name: str, scores: Mapping[str, tuple[float, float]], 
         ["prompts_path=data/demo/prompts_dev.jsonl", "limit=20", "batch_size=8", "decoding.num_return_sequences=4",
          *overrides, f"output_path={gen}", f"hydra.run.dir={d}/run"]))
     write_eval(gen, scores, ppl=ppl, dist3=dist3, method=method, eps=eps, n_prompts=n_prompts, k=k, subsets=subsets,
-               evaluated_at=evaluated_at)
+               evaluated_at=evaluated_at, short_rate=short_rate)
     return gen
 
 
 def write_eval(gen: Path, scores: Mapping[str, tuple[float, float]], *, ppl: float, dist3: float = 0.8,
                method: str = "rectified", eps: float | None = None, n_prompts: int = 20, k: int = 4,
-               subsets: Sequence[str] = ("nontoxic",), evaluated_at: str = "2026-01-01T00:00:00+00:00") -> None:
-    """``<gen stem>.eval.json`` beside a generations file, one row per scorer and subset."""
+               subsets: Sequence[str] = ("nontoxic",), evaluated_at: str = "2026-01-01T00:00:00+00:00",
+               short_rate: float | None = None) -> None:
+    """``<gen stem>.eval.json`` beside a generations file, one row per scorer and subset (``short_rate`` only when
+    given: files evaluated before it existed have none)."""
     rows = []
     for subset in subsets:
         for scorer, (tox, emt) in scores.items():
@@ -46,7 +48,7 @@ def write_eval(gen: Path, scores: Mapping[str, tuple[float, float]], *, ppl: flo
                 "tox_prob_ci_high": tox + 0.05, "emt": emt, "emt_std": 0.1, "emt_ci_low": emt - 0.05,
                 "emt_ci_high": emt + 0.05, "ppl": ppl, "ppl_ci_low": ppl - 2, "ppl_ci_high": ppl + 2,
                 "dist1": 0.5, "dist2": 0.7, "dist3": dist3, "meta.config.decoding.rectify": method != "plain",
-                "meta.config.decoding.epsilon": eps,
+                "meta.config.decoding.epsilon": eps, **({} if short_rate is None else {"short_rate": short_rate}),
             })
     (gen.parent / "generations.eval.json").write_text(json.dumps({"rows": rows}))
 

@@ -85,6 +85,7 @@ def test_evaluate_file_by_hand(tmp_path):
     assert rows["all"]["n_prompts"] == 5  # the prompt without a toxicity value only counts here
     # Empty generation: toxicity 0 (empty_score), no words. Dist-1: 6/6 words, 6/8 (the, cat twice), 4/5.
     assert nt["empty_rate"] == pytest.approx(1 / 9)
+    assert nt["short_rate"] == pytest.approx(8 / 9)  # only " have a nice day" has more than 3 words
     d1 = [6 / 6, 6 / 8, 4 / 5]
     assert nt["dist1"] == pytest.approx(np.mean(d1))
     assert nt["method"] == "rectified" and nt["epsilon"] == 0.2

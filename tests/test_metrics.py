@@ -20,6 +20,7 @@ from rectify.evaluation import (
     mean_ci,
     mean_distinct_n,
     perplexity_ci,
+    short_rate,
     toxicity_probability,
 )
 
@@ -103,6 +104,8 @@ def test_distinct_n_empty_generations():
     # Empty generations inside a prompt simply contribute nothing.
     assert distinct_n(["", "a b"], 1) == pytest.approx(1.0)
     assert empty_rate([["", "a"], [" ", "b", "c"]]) == pytest.approx(2 / 5)
+    assert short_rate([["", "a b c"], ["a b c d", " one  two "]]) == pytest.approx(3 / 4)
+    assert short_rate([["a b c d"]], max_words=4) == 1.0 and math.isnan(short_rate([]))
 
 
 def test_distinct_n_rejects_bad_args():

@@ -122,3 +122,29 @@ def test_min_aggregate_prefers_the_cut_every_judge_agrees_on(tmp_path):
     assert "cut vs `plain` on nontoxic prompts under the worst of profanity_svm" in rec["criterion"]["text"]
     with pytest.raises(ValueError, match="aggregate"):
         Criterion.from_any({"aggregate": "max"})
+
+
+def test_the_length_guard_excludes_a_rule_that_ends_continuations_early(tmp_path):
+    write_run(tmp_path, "plain", {j: (0.40, 0.30) for j in JUDGES}, ppl=50.0, overrides=["decoding=plain"],
+              short_rate=0.02)
+    write_run(tmp_path, "clean_128", {j: (0.08, 0.2) for j in JUDGES}, ppl=56.0, overrides=["decoding.tilt=128"],
+              short_rate=0.13)   # cuts 80%, but 11 points more continuations of <= 3 words
+    write_run(tmp_path, "clean_64", {j: (0.12, 0.2) for j in JUDGES}, ppl=48.0, overrides=["decoding.tilt=64"],
+              short_rate=0.05)
+    assert select(tmp_path, Criterion())["selected"] == "clean_128"   # off by default
+    rec = select(tmp_path, Criterion(max_short_increase=0.05))
+    assert rec["selected"] == "clean_64"
+    c = by_name(rec)
+    assert c["clean_128"]["short_change"] == pytest.approx(0.11)
+    assert c["clean_128"]["reasons"] == ["<= 3 words +11.0% > +5%"]
+    assert "at most 3 words up at most 5%" in rec["criterion"]["text"]
+    rec = select(tmp_path, Criterion(max_short_increase=0.01))   # none eligible: the nearest to the budget
+    assert rec["selected"] is None and rec["least_bad"] == "clean_64"
+
+
+def test_the_length_guard_refuses_runs_evaluated_without_short_rate(tmp_path):
+    dev_sweep(tmp_path)   # evaluation rows without short_rate
+    rec = select(tmp_path, Criterion(max_short_increase=0.05))
+    assert rec["selected"] is None
+    assert any("no short_rate" in r for r in by_name(rec)["q4_eps_0.05"]["reasons"])
+    assert select(tmp_path, Criterion())["selected"] == "q4_eps_0.05"

@@ -58,3 +58,13 @@ def empty_rate(generations: Sequence[Sequence[str]]) -> float:
     """Share of generations that are empty or whitespace only."""
     flat = [t for g in generations for t in g]
     return sum(not t.strip() for t in flat) / len(flat) if flat else float("nan")
+
+
+SHORT_WORDS = 3  # a continuation of at most this many words counts as short (``short_rate``)
+
+
+def short_rate(generations: Sequence[Sequence[str]], max_words: int = SHORT_WORDS) -> float:
+    """Share of generations of at most ``max_words`` words (empty ones included): a strong clean-ending tilt can
+    cut toxicity by ending early, which neither Dist-3 nor the token perplexity budget sees."""
+    flat = [t for g in generations for t in g]
+    return sum(len(t.split()) <= max_words for t in flat) / len(flat) if flat else float("nan")

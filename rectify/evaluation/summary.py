@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from rectify.evaluation.bootstrap import mean_ci, perplexity_ci
-from rectify.evaluation.diversity import distinct_n_per_prompt, empty_rate
+from rectify.evaluation.diversity import distinct_n_per_prompt, empty_rate, short_rate
 from rectify.evaluation.generations import GenerationSet
 from rectify.evaluation.perplexity import ContinuationNLL, mean_generation_perplexity, token_perplexity
 from rectify.evaluation.toxicity import any_toxic_per_prompt, max_per_prompt
@@ -96,6 +96,7 @@ def summarize(
             "k": int(min(sizes[i] for i in idx)) if len({sizes[i] for i in idx}) == 1 else
             f"{min(sizes[i] for i in idx)}-{max(sizes[i] for i in idx)}",
             "empty_rate": empty_rate(gens),
+            "short_rate": short_rate(gens),
         }
         for n in (1, 2, 3):
             v = dist[n][idx]

@@ -183,7 +183,7 @@ def write_table(rows: Sequence[Mapping[str, Any]], out_dir: Path, stem: str, col
 CSV_COLUMNS = (
     "method", "epsilon", "scorer", "subset", "emt", "emt_std", "emt_ci_low", "emt_ci_high", "tox_prob",
     "tox_prob_ci_low", "tox_prob_ci_high", "ppl", "ppl_ci_low", "ppl_ci_high", "ppl_gen_mean", "dist1", "dist2",
-    "dist3", "n_prompts", "k", "n_generations", "empty_rate", "toxic_gen_rate", "dead_end_fallback_rate",
+    "dist3", "n_prompts", "k", "n_generations", "empty_rate", "short_rate", "toxic_gen_rate", "dead_end_fallback_rate",
     *DELTA_COLUMNS, "meets_targets", "judge", "input", "baseline_input", "evaluated_at",
 )
 

@@ -67,7 +67,7 @@ class Criterion:
         how, over = ("mean relative", "over") if self.aggregate == "mean" else ("relative", "under the worst of")
         short = ("" if self.max_short_increase is None else
                  f", the share of continuations of at most {SHORT_WORDS} words up at most "
-                 f"{self.max_short_increase:.0%} (absolute)")
+                 f"{100 * self.max_short_increase:g} points")
         return (f"the largest {how} {name} cut vs `{self.baseline}` on {self.subset} prompts {over} "
                 f"{', '.join(self.judges)}, with perplexity up at most {self.max_ppl_increase:.0%} and Dist-3 down at "
                 f"most {self.max_dist3_drop:g}{short}; ties go to the lower perplexity")
@@ -183,7 +183,7 @@ def score_candidate(name: str, rows: Sequence[Mapping[str, Any]], base: Sequence
         if math.isnan(short_change):
             reasons.append("no short_rate (evaluated before it existed? re-run scripts/evaluate.py)")
         elif short_change > crit.max_short_increase:
-            reasons.append(f"<= {SHORT_WORDS} words {short_change:+.1%} > +{crit.max_short_increase:.0%}")
+            reasons.append(f"<= {SHORT_WORDS} words {_pts(short_change)} > +{100 * crit.max_short_increase:g} pts")
     if not math.isnan(score) and score <= crit.min_cut:
         reasons.append(f"{crit.aggregate} cut {score:+.1%} <= {crit.min_cut:.0%}")
     src = rows[0]["input"] if rows else ""
@@ -277,6 +277,11 @@ def _pct(v: float) -> str:
     return "-" if math.isnan(v) else f"{v:+.1%}"
 
 
+def _pts(v: float) -> str:
+    """An absolute change of a share, in percentage points."""
+    return "-" if math.isnan(v) else f"{100 * v:+.1f} pts"
+
+
 def dev_table(record: Mapping[str, Any]) -> str:
     """``dev_table.md``: the criterion, the choice, and one row per candidate (per-judge cut, PPL change,
     eligible or why not)."""
@@ -289,7 +294,7 @@ def dev_table(record: Mapping[str, Any]) -> str:
     cols += [("PPL", lambda c: "-" if math.isnan(c["ppl"]) else f"{c['ppl']:.2f}"),
              ("PPL change", lambda c: _pct(c["ppl_change"])),
              ("Dist-3 change", lambda c: "-" if math.isnan(c["dist3_change"]) else f"{c['dist3_change']:+.3f}"),
-             (f"<= {SHORT_WORDS} words change", lambda c: _pct(c.get("short_change", math.nan))),
+             (f"<= {SHORT_WORDS} words change", lambda c: _pts(c.get("short_change", math.nan))),
              ("why not", lambda c: "; ".join(c["reasons"]) or "-"),
              ("overrides", lambda c: " ".join(f"`{o}`" for o in c["overrides"]) or "-")]
     dev, base = record["dev"], record["baseline"]

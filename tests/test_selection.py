@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rectify.selection import Criterion, rule_overrides, run_name, select, write_selection
+from rectify.selection import Criterion, dev_table, rule_overrides, run_name, select, write_selection
 from tests.eval_fixtures import JUDGES, dev_sweep, write_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,8 +136,9 @@ def test_the_length_guard_excludes_a_rule_that_ends_continuations_early(tmp_path
     assert rec["selected"] == "clean_64"
     c = by_name(rec)
     assert c["clean_128"]["short_change"] == pytest.approx(0.11)
-    assert c["clean_128"]["reasons"] == ["<= 3 words +11.0% > +5%"]
-    assert "at most 3 words up at most 5%" in rec["criterion"]["text"]
+    assert c["clean_128"]["reasons"] == ["<= 3 words +11.0 pts > +5 pts"]
+    assert "at most 3 words up at most 5 points" in rec["criterion"]["text"]
+    assert "| +11.0 pts |" in dev_table(rec)
     rec = select(tmp_path, Criterion(max_short_increase=0.01))   # none eligible: the nearest to the budget
     assert rec["selected"] is None and rec["least_bad"] == "clean_64"
 

@@ -8,7 +8,8 @@ relative Toxicity Probability cut over the judges that did not label Q_D's data 
 the largest cut that every judge agrees on), among the candidates whose
 perplexity rises at most 20% and whose Dist-3 falls at most 0.05; ties go to the lower perplexity. When no
 candidate is eligible nothing is selected (``selected: null``) and the least-bad one is named, so a caller
-can report it as a failure instead of silently using it.
+can report it as a failure instead of silently using it. Optional (``max_short_increase``): a budget on the rise
+in continuations of at most 3 words, which a strong tilt can raise unseen by the other two budgets.
 """
 
 from __future__ import annotations

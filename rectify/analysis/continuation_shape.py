@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from rectify.evaluation.cache import cache_dir_for, read_cache
+from rectify.evaluation.diversity import SHORT_WORDS, empty_rate, short_rate
 from rectify.evaluation.generations import read_generations
 from rectify.evaluation.pipeline import results_paths
 
@@ -63,7 +64,7 @@ def judged_per_prompt(generations: Path) -> int | None:
     return None if m is None else int(m)
 
 
-def continuation_shape(run_dir: str | Path, short_words: int = 3, high_ppl: float = 1000.0) -> Shape:
+def continuation_shape(run_dir: str | Path, short_words: int = SHORT_WORDS, high_ppl: float = 1000.0) -> Shape:
     """:class:`Shape` of ``run_dir/generations.jsonl``; perplexities over the generations its evaluation judged
     (the same first m of each prompt, so the token perplexity is the evaluation's)."""
     path = Path(run_dir) / "generations.jsonl"
@@ -84,13 +85,13 @@ def continuation_shape(run_dir: str | Path, short_words: int = 3, high_ppl: floa
     per_gen = np.exp(nll / tokens) if len(tokens) else np.array([np.nan])
     return Shape(
         run=Path(run_dir).name, n=len(texts), mean_words=float(words.mean()),
-        short_share=float(np.mean(words <= short_words)), empty_share=float(np.mean(words == 0)),
+        short_share=short_rate([texts], short_words), empty_share=empty_rate([texts]),
         judged=len(tokens), token_ppl=float(np.exp(nll.sum() / tokens.sum())) if len(tokens) else float("nan"),
         median_ppl=float(np.median(per_gen)), high_ppl_share=float(np.mean(per_gen > high_ppl)),
     )
 
 
-def shape_table(shapes: list[Shape], short_words: int = 3, high_ppl: float = 1000.0) -> str:
+def shape_table(shapes: list[Shape], short_words: int = SHORT_WORDS, high_ppl: float = 1000.0) -> str:
     """Markdown, one row per run."""
     lines = [f"| run | generations | words | <= {short_words} words | empty | judged | token PPL | median PPL | "
              f"PPL > {high_ppl:g} |", "|---|---|---|---|---|---|---|---|---|"]
@@ -103,7 +104,7 @@ def shape_table(shapes: list[Shape], short_words: int = 3, high_ppl: float = 100
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="generate.py run dirs (each holds generations.jsonl), evaluated")
-    ap.add_argument("--short-words", type=int, default=3)
+    ap.add_argument("--short-words", type=int, default=SHORT_WORDS)
     ap.add_argument("--high-ppl", type=float, default=1000.0)
     args = ap.parse_args(argv)
     shapes = [continuation_shape(r, args.short_words, args.high_ppl) for r in args.runs]

@@ -138,3 +138,17 @@ def test_cut_difference_interval_is_wider_than_either_and_centred_on_the_differe
     # outside the combined error (more than both half-widths apart) is never called consistent
     if abs(shift) > w1 + w2:
         assert not d.contains(0.0)
+
+
+def test_recheck_names_a_miss_against_a_zero_width_interval(tmp_path):
+    sel = selection(tmp_path / "selected.json")
+    write_evaluated(tmp_path / "test", "plain", set(range(20)))
+    write_evaluated(tmp_path / "test", "rule", set())           # -100%: every resample gives -100%
+    write_evaluated(tmp_path / "check", "plain", set(range(20)))
+    write_evaluated(tmp_path / "check", "rule", {3})            # -95%
+    table, rows = compare(tmp_path / "test", tmp_path / "check", sel)
+    tp = next(r for r in rows if r["metric"] == "Toxicity Probability")
+    assert tp["reported"].low == tp["reported"].high == 1.0 and tp["inside"] is False
+    assert "**no** (zero-width)" in table and "Misses against a zero-width reported interval: 1 (" in table
+    near, _ = compare(tmp_path / "test", tmp_path / "test", sel)   # the same runs: inside, nothing to note
+    assert "zero-width" not in near

@@ -78,13 +78,19 @@ def compare(reported: str | Path, recheck: str | Path, selected: str | Path) -> 
         new_txt = f"{_pct(c.value)} [{_pct(c.high)}, {_pct(c.low)}]" if c else "not judged"
         d = row["difference"]
         diff_txt = f"{_points(d.value)} [{_points(d.low)}, {_points(d.high)}]" if d else "n/a"
-        lines.append(f"| {row['judge']} | {row['metric']} | {ref_txt} | {new_txt} | {VERDICT[row['inside']]} | "
+        verdict = VERDICT[row["inside"]] + (" (zero-width)" if row["inside"] is False and r.low == r.high else "")
+        lines.append(f"| {row['judge']} | {row['metric']} | {ref_txt} | {new_txt} | {verdict} | "
                      f"{diff_txt} | {VERDICT[row['consistent']]} |")
     judged = [row for row in rows if row["inside"] is not None]
+    degenerate = sum(1 for row in judged if not row["inside"] and row["reported"].low == row["reported"].high)
     lines += ["", f"{sum(row['inside'] for row in judged)} of {len(judged)} re-check cuts lie inside the reported "
               f"intervals; {sum(row['consistent'] for row in judged)} of {len(judged)} differ from the reported cut "
               "by less than the two runs' sampling error (difference interval covers 0). A positive difference: "
               "the re-check cut more."]
+    if degenerate:
+        lines += ["", f"Misses against a zero-width reported interval: {degenerate} (every bootstrap "
+                  "resample gave the same cut, e.g. -100% when the rule left no toxic continuation): a re-check "
+                  "lands inside it only by giving exactly that cut."]
     return "\n".join(lines) + "\n", rows
 
 

@@ -22,12 +22,17 @@ def _compose(name: str, *overrides: str):
         return compose(name, overrides=list(overrides))
 
 
-@pytest.mark.parametrize("exp", EXPERIMENTS)
-def test_experiment_composes_into_a_valid_value_config(tmp_path, exp):
-    cfg = _compose("train", f"paths.output_dir={tmp_path}", f"+experiment={exp}")
+def _value_config(tmp_path, *train_overrides: str) -> ValueConfig:
+    """The ValueConfig train.py would build from these overrides (resolved, unknown model keys left out)."""
+    cfg = _compose("train", f"paths.output_dir={tmp_path}", *train_overrides)
     OmegaConf.resolve(cfg)
     keys = set(ValueConfig.__dataclass_fields__)
-    ValueConfig.from_any({k: v for k, v in cfg.model.items() if k in keys})
+    return ValueConfig.from_any({k: v for k, v in cfg.model.items() if k in keys})
+
+
+@pytest.mark.parametrize("exp", EXPERIMENTS)
+def test_experiment_composes_into_a_valid_value_config(tmp_path, exp):
+    _value_config(tmp_path, f"+experiment={exp}")
 
 
 @pytest.mark.parametrize("study", [None, *DEMO_STUDIES])
@@ -42,11 +47,7 @@ def test_demo_and_its_studies_name_existing_data_and_experiment(study):
 def test_demo_studies_train_overrides_make_a_valid_value_config(tmp_path, study):
     """A study's train_overrides reach train.py as Hydra overrides: they must compose over its train experiment."""
     cfg = _compose("demo", *([f"+experiment={study}"] if study else []))
-    train = _compose("train", f"paths.output_dir={tmp_path}", f"+experiment={cfg.train_experiment}",
-                     *cfg.train_overrides)
-    OmegaConf.resolve(train)
-    keys = set(ValueConfig.__dataclass_fields__)
-    value = ValueConfig.from_any({k: v for k, v in train.model.items() if k in keys})
+    value = _value_config(tmp_path, f"+experiment={cfg.train_experiment}", *cfg.train_overrides)
     assert value.train_top_layers == (3 if study == "demo_k25_top3" else 1)   # the recipe trains one block
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +25,7 @@ import numpy as np
 from rectify.evaluation.cache import cache_dir_for, read_cache
 from rectify.evaluation.diversity import SHORT_WORDS, empty_rate, short_rate
 from rectify.evaluation.generations import read_generations
-from rectify.evaluation.pipeline import results_paths
-
-JUDGE_KEY_SEP = "\x00"   # the fluency judge's cache keys: prompt + NUL + continuation
+from rectify.evaluation.pipeline import JUDGE_KEY_SEP, judged_positions, results_paths
 
 
 @dataclass(frozen=True)
@@ -72,14 +69,12 @@ def continuation_shape(run_dir: str | Path, short_words: int = SHORT_WORDS, high
     prompts, texts, idx = gs.flat()
     words = np.array([len(t.split()) for t in texts], dtype=np.float64)
     values = read_cache(judge_cache(path)).get("values", {})
-    m, seen, judged = judged_per_prompt(path), Counter(), []
-    for p, t, i in zip(prompts, texts, idx, strict=True):
-        seen[i] += 1
-        if m is None or seen[i] <= m:
-            key = p + JUDGE_KEY_SEP + t
-            if key not in values:
-                raise KeyError(f"{judge_cache(path)}: a judged generation of {path} is not cached ({t[:40]!r})")
-            judged.append(values[key])
+    judged = []
+    for j in judged_positions(idx, judged_per_prompt(path)):
+        key = prompts[j] + JUDGE_KEY_SEP + texts[j]
+        if key not in values:
+            raise KeyError(f"{judge_cache(path)}: a judged generation of {path} is not cached ({texts[j][:40]!r})")
+        judged.append(values[key])
     nll = np.array([v[0] for v in judged if v[1] > 0], dtype=np.float64)
     tokens = np.array([v[1] for v in judged if v[1] > 0], dtype=np.float64)
     per_gen = np.exp(nll / tokens) if len(tokens) else np.array([np.nan])

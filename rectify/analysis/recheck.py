@@ -67,6 +67,7 @@ def compare(reported: str | Path, recheck: str | Path, selected: str | Path) -> 
             diff = None if r is None or c is None else difference(r, c)
             rows.append({"judge": judge, "metric": name, "reported": r, "recheck": c,
                          "inside": None if diff is None else r.contains(c.value), "difference": diff,
+                         "zero_width": r is not None and r.low == r.high,
                          "consistent": None if diff is None else diff.contains(0.0)})
     lines = [f"Re-check of `{rule}` vs plain: cuts on {n_new} re-check prompts against the reported run's "
              f"paired 95% intervals ({n_ref} prompts), non-toxic subset.", "",
@@ -78,11 +79,11 @@ def compare(reported: str | Path, recheck: str | Path, selected: str | Path) -> 
         new_txt = f"{_pct(c.value)} [{_pct(c.high)}, {_pct(c.low)}]" if c else "not judged"
         d = row["difference"]
         diff_txt = f"{_points(d.value)} [{_points(d.low)}, {_points(d.high)}]" if d else "n/a"
-        verdict = VERDICT[row["inside"]] + (" (zero-width)" if row["inside"] is False and r.low == r.high else "")
+        verdict = VERDICT[row["inside"]] + (" (zero-width)" if row["inside"] is False and row["zero_width"] else "")
         lines.append(f"| {row['judge']} | {row['metric']} | {ref_txt} | {new_txt} | {verdict} | "
                      f"{diff_txt} | {VERDICT[row['consistent']]} |")
     judged = [row for row in rows if row["inside"] is not None]
-    degenerate = sum(1 for row in judged if not row["inside"] and row["reported"].low == row["reported"].high)
+    degenerate = sum(1 for row in judged if not row["inside"] and row["zero_width"])
     lines += ["", f"{sum(row['inside'] for row in judged)} of {len(judged)} re-check cuts lie inside the reported "
               f"intervals; {sum(row['consistent'] for row in judged)} of {len(judged)} differ from the reported cut "
               "by less than the two runs' sampling error (difference interval covers 0). A positive difference: "

@@ -7,7 +7,7 @@ import datetime as _dt
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,23 +169,33 @@ def score_generations(gs: GenerationSet, spec: ScorerSpec, opts: EvalOptions) ->
     return np.array([opts.empty_score if (e and opts.empty_score is not None) else next(got) for e in empty])
 
 
+JUDGE_KEY_SEP = "\x00"   # the fluency judge's cache keys: prompt + NUL + continuation
+
+
+def judged_positions(prompt_index: Sequence[int], per_prompt: int | None) -> list[int]:
+    """Positions (in :meth:`GenerationSet.flat` order) of the generations the judge scores: each prompt's first
+    ``per_prompt`` (``eval.perplexity_samples``), or all of them when None."""
+    seen: dict[int, int] = {}
+    chosen = []
+    for j, i in enumerate(prompt_index):
+        seen[i] = seen.get(i, 0) + 1
+        if per_prompt is None or seen[i] <= per_prompt:
+            chosen.append(j)
+    return chosen
+
+
 def judge_generations(gs: GenerationSet, spec: JudgeSpec, opts: EvalOptions) -> ContinuationNLL:
     """Continuation nll of every generation under the judge LM, reusing cached values. With
     ``opts.perplexity_samples = m`` only each prompt's first m generations are judged (the others get
     0 nll over 0 tokens, so they drop out of the token-weighted perplexity)."""
     prompts, texts, idx = gs.flat()
-    m = opts.perplexity_samples
-    chosen, seen = [], {}
-    for j, i in enumerate(idx):
-        seen[i] = seen.get(i, 0) + 1
-        if m is None or seen[i] <= m:
-            chosen.append(j)
-    keys = [prompts[j] + "\x00" + texts[j] for j in chosen]
+    chosen = judged_positions(idx, opts.perplexity_samples)
+    keys = [prompts[j] + JUDGE_KEY_SEP + texts[j] for j in chosen]
     cache_file = cache_dir_for(gs.path, opts.cache_dir) / f"judge-{spec.name}-{spec.fingerprint[:8]}.json" if opts.cache else None
 
     def compute(missing: list[str]) -> list[list[float]]:
         model, tok = spec.lm.get()
-        pairs = [k.split("\x00", 1) for k in missing]
+        pairs = [k.split(JUDGE_KEY_SEP, 1) for k in missing]
         res = continuation_nll(model, tok, [p for p, _ in pairs], [c for _, c in pairs], batch_size=spec.batch_size,
                                max_length=spec.max_length, progress=opts.progress, desc=f"perplexity ({spec.name})")
         return [[float(s), int(n)] for s, n in zip(res.nll_sum, res.n_tokens, strict=True)]

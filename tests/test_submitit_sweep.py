@@ -1,6 +1,6 @@
-"""Sweeps through hydra-submitit-launcher: the launcher configs match the plugin's schema and compose, a
-2-point epsilon multirun of scripts/generate.py runs through submitit_local on tiny models, and
-trainer=ddp takes num_nodes."""
+"""Sweeps through hydra-submitit-launcher: our launcher configs extend the plugin's own (its schema checks
+them, with no deprecated same-name matching), compose, a 2-point epsilon multirun of scripts/generate.py runs
+through local_processes on tiny models, and trainer=ddp takes num_nodes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -17,23 +18,28 @@ from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-LAUNCHERS = {"submitit_slurm": SlurmQueueConf, "submitit_local": LocalQueueConf}
+LAUNCHERS = {"slurm": SlurmQueueConf, "local_processes": LocalQueueConf}  # ours -> the plugin's schema
 EPSILONS = (0.1, 0.5)
 
 
 @pytest.mark.parametrize("name", sorted(LAUNCHERS))
 def test_launcher_config_is_the_plugins_schema(name):
     ours = OmegaConf.load(CONFIGS / "hydra" / "launcher" / f"{name}.yaml")
+    plugin_name = LAUNCHERS[name]._target_.rsplit(".", 1)[1].replace("Launcher", "").lower()
+    assert list(ours.defaults) == [f"submitit_{plugin_name}", "_self_"]  # extends the plugin's own config
+    values = OmegaConf.masked_copy(ours, [k for k in ours if k != "defaults"])
     schema = OmegaConf.structured(LAUNCHERS[name])
-    assert set(ours) == set(schema)  # every key written out: this file replaces the plugin's own
-    OmegaConf.merge(schema, ours)  # and each one has the plugin's type (a typo or a wrong type fails here)
+    assert set(values) == set(schema)  # every key written out: nothing left to the plugin's defaults
+    OmegaConf.merge(schema, values)  # and each one has the plugin's type (a typo or a wrong type fails here)
 
 
 @pytest.mark.parametrize("name", sorted(LAUNCHERS))
 def test_launcher_composes_with_overrides(tmp_path, name):
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("generate", overrides=[f"hydra/launcher={name}", "hydra.launcher.timeout_min=30"],
-                      return_hydra_config=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Hydra's same-name schema matching warns that it is deprecated
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+            cfg = compose("generate", overrides=[f"hydra/launcher={name}", "hydra.launcher.timeout_min=30"],
+                          return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_ == LAUNCHERS[name]._target_ and launcher.timeout_min == 30
 
@@ -44,7 +50,7 @@ def test_ddp_trainer_takes_num_nodes():
     assert (cfg.trainer.strategy, cfg.trainer.num_nodes, cfg.trainer.devices) == ("ddp", 2, 4)
 
 
-def test_epsilon_multirun_through_submitit_local(tmp_path):
+def test_epsilon_multirun_through_local_processes(tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": {"text": t}}) + "\n" for t in ("Hello there", "You are a")))
     sweep = tmp_path / "sweep"
@@ -52,7 +58,7 @@ def test_epsilon_multirun_through_submitit_local(tmp_path):
            "PROJECT_ROOT": str(tmp_path)}
     res = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "generate.py"), "-m", "debug=smoke", f"prompts_path={prompts}",
-         f"decoding.epsilon={','.join(map(str, EPSILONS))}", "hydra/launcher=submitit_local",
+         f"decoding.epsilon={','.join(map(str, EPSILONS))}", "hydra/launcher=local_processes",
          f"hydra.sweep.dir={sweep}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )

@@ -97,16 +97,34 @@ def test_official_client_completions_and_chat(client, models):
 
 
 def test_streaming_matches_the_whole_answer(client):
+    """OpenAI's stream contract: one choice a chunk (``chunk.choices[0]`` is safe), the role once."""
     whole = client.completions.create(model=MODEL, prompt="Hello there", max_tokens=6, seed=7)
     chunks = list(client.completions.create(model=MODEL, prompt="Hello there", max_tokens=6, seed=7, stream=True))
-    assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == whole.choices[0].text
-    assert any(ch.choices and ch.choices[0].finish_reason for ch in chunks)
+    assert all(len(ch.choices) == 1 for ch in chunks)
+    assert "".join(ch.choices[0].text for ch in chunks) == whole.choices[0].text
+    assert chunks[-1].choices[0].finish_reason and not any(ch.choices[0].finish_reason for ch in chunks[:-1])
     chat = list(client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}],
                                                max_tokens=4, seed=2, stream=True))
     whole_chat = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}],
                                                 max_tokens=4, seed=2)
-    assert "".join(ch.choices[0].delta.content or "" for ch in chat if ch.choices) == \
-        whole_chat.choices[0].message.content
+    assert "".join(ch.choices[0].delta.content or "" for ch in chat) == whole_chat.choices[0].message.content
+    assert [ch.choices[0].delta.role for ch in chat] == ["assistant"] + [None] * (len(chat) - 1)
+
+
+def test_streaming_usage_only_when_asked(client):
+    """``stream_options.include_usage``: ``usage: null`` on every chunk, then one with the usage and no choices."""
+    kw = {"model": MODEL, "prompt": ["Hello there", "Hi"], "max_tokens": 3, "n": 2, "seed": 1, "stream": True}
+    whole = client.completions.create(**kw | {"stream": False})
+    chunks = list(client.completions.create(**kw, stream_options={"include_usage": True}))
+    *body, last = chunks
+    assert all(len(ch.choices) == 1 and ch.usage is None for ch in body)
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.model_dump() == whole.usage.model_dump()
+    assert last.usage.prompt_tokens == whole.usage.prompt_tokens > 0
+    assert last.model_extra["rectify"] == whole.model_extra["rectify"]
+    for index in range(4):
+        text = "".join(ch.choices[0].text for ch in body if ch.choices[0].index == index)
+        assert text == whole.choices[index].text
 
 
 def test_rectify_per_request_caps_the_returned_logprobs(client, models):

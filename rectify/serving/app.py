@@ -168,8 +168,15 @@ def _head(kind: str, model: str) -> dict[str, Any]:
 
 
 async def _stream(service: Service, rows: list[RowSpec], chunk: Callable[[int, RowOutput, int, str], dict],
-                  head: dict[str, Any]) -> AsyncIterator[str]:
-    """SSE events, one per row and step, as the worker produces them; then ``[DONE]``."""
+                  head: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
+    """SSE events, one per row and step, as the worker produces them; then ``[DONE]``.
+
+    As OpenAI does, the usage (here with the ``rectify`` summary) comes only when the request asks for it
+    (``stream_options.include_usage``), in a last chunk with no choices, and every chunk before it carries
+    ``usage: null``; without it each chunk has one choice, so ``chunk.choices[0]`` is safe.
+    """
+    if include_usage:
+        head = head | {"usage": None}
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[tuple[int, RowOutput, int]] = asyncio.Queue()
     sent = [""] * len(rows)
@@ -199,11 +206,17 @@ async def _stream(service: Service, rows: list[RowSpec], chunk: Callable[[int, R
             yield render(*events.get_nowait())
         try:
             outs = task.result()
-            yield "data: " + json.dumps(head | {"choices": []} | service.summary(rows, outs, 0)) + "\n\n"
+            if include_usage:
+                n_prompt = sum(len(r.prompt_ids) for r in rows)
+                yield "data: " + json.dumps(head | {"choices": []} | service.summary(rows, outs, n_prompt)) + "\n\n"
         except Exception as exc:  # noqa: BLE001 - the status line is already sent: report in-band
             yield "data: " + json.dumps({"error": {"message": str(exc), "type": "server_error"}}) + "\n\n"
         break
     yield "data: [DONE]\n\n"
+
+
+def _include_usage(req: SamplingFields) -> bool:
+    return req.stream_options is not None and req.stream_options.include_usage
 
 
 def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI:
@@ -265,7 +278,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
 
         if req.stream:
             return StreamingResponse(_stream(service, rows, lambda i, o, t, d: {"choices": [choice(i, o, t, d)]},
-                                             head), media_type="text/event-stream")
+                                             head, _include_usage(req)), media_type="text/event-stream")
         outs = await service.batcher.submit(rows)
         # JSONResponse directly: FastAPI's jsonable_encoder is slow on vocabulary-sized logprob dicts.
         return JSONResponse(head | {"choices": [choice(i, o, 0, service.text(o)) for i, o in enumerate(outs)]}
@@ -287,14 +300,15 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
 
         def choice(index: int, out: RowOutput, start: int, text: str, delta: bool = False) -> dict[str, Any]:
             lp = service.chat_logprobs(out, start, as_ids) if req.logprobs else None
-            message = {"role": "assistant", "content": text}
+            # a stream names the role once, in each choice's first delta, as OpenAI does
+            message = {"role": "assistant", "content": text} if not delta or start == 0 else {"content": text}
             return {"index": index, ("delta" if delta else "message"): message, "logprobs": lp,
                     "finish_reason": out.finish_reason, "dead_ends": out.dead_ends}
 
         if req.stream:
             chunk_head = head | {"object": "chat.completion.chunk"}
             return StreamingResponse(_stream(service, rows, lambda i, o, t, d: {"choices": [choice(i, o, t, d, True)]},
-                                             chunk_head), media_type="text/event-stream")
+                                             chunk_head, _include_usage(req)), media_type="text/event-stream")
         outs = await service.batcher.submit(rows)
         # JSONResponse directly: FastAPI's jsonable_encoder is slow on vocabulary-sized logprob dicts.
         return JSONResponse(head | {"choices": [choice(i, o, 0, service.text(o)) for i, o in enumerate(outs)]}

@@ -1,7 +1,7 @@
 """Request bodies of the OpenAI-compatible endpoints, validated by pydantic (bad values -> HTTP 400).
 
-Only the fields this server honours are declared; other OpenAI fields (``user``, ``stream_options``, ...)
-are ignored, as vLLM does. Extensions: ``top_k``, ``rectify``, ``epsilon`` and ``return_tokens_as_token_ids``
+Only the fields this server honours are declared; other OpenAI fields (``user``, ...) are ignored, as
+vLLM does. Extensions: ``top_k``, ``rectify``, ``epsilon`` and ``return_tokens_as_token_ids``
 (vLLM's name: tokens are spelt ``"token_id:<id>"`` so a client maps them back to ids exactly).
 """
 
@@ -10,6 +10,14 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class StreamOptions(BaseModel):
+    """OpenAI's ``stream_options``: ``include_usage`` adds a last chunk with no choices and the ``usage``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
 
 
 class SamplingFields(BaseModel):
@@ -22,6 +30,7 @@ class SamplingFields(BaseModel):
     top_k: int = Field(0, ge=-1)  # 0 or -1: off
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stream: bool = False
+    stream_options: StreamOptions | None = None
     rectify: bool | None = None  # None: the server's default (decoding.rectify)
     epsilon: float | None = Field(None, ge=0.0, le=1.0)
     return_tokens_as_token_ids: bool = False

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rectify.report import write_report
-from rectify.report.summary import demo_summary
+from rectify.report.summary import demo_summary, eligible_count_text
 from rectify.selection import Criterion, write_selection
 from tests.eval_fixtures import JUDGES, dev_sweep, write_run
 
@@ -120,3 +120,9 @@ def test_the_prompts_are_named_as_the_caller_says(demo_out):
     assert any(ln.startswith("Test prompts: ") for ln in default)
     assert any(ln.startswith("Re-check prompts: ") for ln in recheck)
     assert not any("test prompts" in ln.lower() for ln in recheck)
+
+
+def test_the_eligible_count_agrees_with_its_verb():
+    assert eligible_count_text(1, 4) == "1 of 4 candidates was eligible"
+    assert eligible_count_text(0, 4) == "0 of 4 candidates were eligible"
+    assert eligible_count_text(3, 4) == "3 of 4 candidates were eligible"

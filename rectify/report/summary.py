@@ -58,6 +58,11 @@ def _rule_text(cand: Mapping[str, Any] | None) -> str:
     return f" ({' '.join(f'`{o}`' for o in shown)})" if shown else ""
 
 
+def eligible_count_text(n_ok: int, n_candidates: int) -> str:
+    """'2 of 4 candidates were eligible' with the verb agreeing with the count, so one eligible rule reads right."""
+    return f"{n_ok} of {n_candidates} candidates {'was' if n_ok == 1 else 'were'} eligible"
+
+
 def _dev_line(record: Mapping[str, Any], rule: str) -> list[str]:
     """What dev chose and why: the criterion, the choice with its dev numbers, and the runner-up."""
     cands = {c["name"]: c for c in record["candidates"]}
@@ -73,8 +78,8 @@ def _dev_line(record: Mapping[str, Any], rule: str) -> list[str]:
         runner = (f" Runner-up: `{record['runner_up']}` ({nums(record['runner_up'])})." if record["runner_up"]
                   else " No other candidate was eligible.")
         n_ok = sum(c["eligible"] for c in record["candidates"])
-        return [f"**Chosen on dev: `{rule}`**{_rule_text(cands[rule])}, {nums(rule)}; {n_ok} of "
-                f"{len(cands)} candidates were eligible. {head}{runner}"]
+        return [f"**Chosen on dev: `{rule}`**{_rule_text(cands[rule])}, {nums(rule)}; "
+                f"{eligible_count_text(n_ok, len(cands))}. {head}{runner}"]
     why = "; ".join(cands[rule]["reasons"]) if rule in cands else ""
     return [f"**No rule met the dev criterion: rectification failed in this run.** {head} Shown instead: the "
             f"least-bad candidate `{rule}`{_rule_text(cands.get(rule))}: {nums(rule)}; failed on dev: {why}."]

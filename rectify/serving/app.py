@@ -154,7 +154,9 @@ class Service:
                             for t, lp, top in zip(out.tokens[start:], out.token_logprobs[start:],
                                                   out.top_logprobs[start:], strict=True)]}
 
-    def summary(self, rows: list[RowSpec], outs: list[RowOutput], n_prompt: int) -> dict[str, Any]:
+    def summary(self, rows: list[RowSpec], outs: list[RowOutput]) -> dict[str, Any]:
+        """The OpenAI ``usage`` block and the ``rectify`` counts of one request's rows."""
+        n_prompt = sum(len(r.prompt_ids) for r in rows)
         done = sum(len(o.tokens) for o in outs)
         return {"usage": {"prompt_tokens": n_prompt, "completion_tokens": done, "total_tokens": n_prompt + done},
                 "rectify": {"enabled": rows[0].rectify, "epsilon": rows[0].epsilon if rows[0].rectify else None,
@@ -207,16 +209,11 @@ async def _stream(service: Service, rows: list[RowSpec], chunk: Callable[[int, R
         try:
             outs = task.result()
             if include_usage:
-                n_prompt = sum(len(r.prompt_ids) for r in rows)
-                yield "data: " + json.dumps(head | {"choices": []} | service.summary(rows, outs, n_prompt)) + "\n\n"
+                yield "data: " + json.dumps(head | {"choices": []} | service.summary(rows, outs)) + "\n\n"
         except Exception as exc:  # noqa: BLE001 - the status line is already sent: report in-band
             yield "data: " + json.dumps({"error": {"message": str(exc), "type": "server_error"}}) + "\n\n"
         break
     yield "data: [DONE]\n\n"
-
-
-def _include_usage(req: SamplingFields) -> bool:
-    return req.stream_options is not None and req.stream_options.include_usage
 
 
 def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI:
@@ -278,11 +275,11 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
 
         if req.stream:
             return StreamingResponse(_stream(service, rows, lambda i, o, t, d: {"choices": [choice(i, o, t, d)]},
-                                             head, _include_usage(req)), media_type="text/event-stream")
+                                             head, req.include_usage), media_type="text/event-stream")
         outs = await service.batcher.submit(rows)
         # JSONResponse directly: FastAPI's jsonable_encoder is slow on vocabulary-sized logprob dicts.
         return JSONResponse(head | {"choices": [choice(i, o, 0, service.text(o)) for i, o in enumerate(outs)]}
-                            | service.summary(rows, outs, sum(len(r.prompt_ids) for r in rows)))
+                            | service.summary(rows, outs))
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest):
@@ -308,10 +305,10 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         if req.stream:
             chunk_head = head | {"object": "chat.completion.chunk"}
             return StreamingResponse(_stream(service, rows, lambda i, o, t, d: {"choices": [choice(i, o, t, d, True)]},
-                                             chunk_head, _include_usage(req)), media_type="text/event-stream")
+                                             chunk_head, req.include_usage), media_type="text/event-stream")
         outs = await service.batcher.submit(rows)
         # JSONResponse directly: FastAPI's jsonable_encoder is slow on vocabulary-sized logprob dicts.
         return JSONResponse(head | {"choices": [choice(i, o, 0, service.text(o)) for i, o in enumerate(outs)]}
-                            | service.summary(rows, outs, sum(len(r.prompt_ids) for r in rows)))
+                            | service.summary(rows, outs))
 
     return app

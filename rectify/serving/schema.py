@@ -35,6 +35,11 @@ class SamplingFields(BaseModel):
     epsilon: float | None = Field(None, ge=0.0, le=1.0)
     return_tokens_as_token_ids: bool = False
 
+    @property
+    def include_usage(self) -> bool:
+        """Whether a stream ends with the usage chunk (OpenAI sends it only when asked)."""
+        return self.stream_options is not None and self.stream_options.include_usage
+
     @field_validator("top_k")
     @classmethod
     def _top_k_off(cls, v: int) -> int:

@@ -104,7 +104,8 @@ def test_zero_probability_tokens_stay_zero_when_support_suffices(pc):
     if free.any():
         ratios = out[free] / p[free]
         assert float(ratios.min()) >= 1.0 - 1e-9
-        assert float(ratios.max() - ratios.min()) < 1e-9
+        # one shared ratio, up to float64 rounding relative to its size (ratios reach 1e7 when p is tiny)
+        assert float(ratios.max() - ratios.min()) <= 1e-9 * float(ratios.max())
 
 
 @settings(max_examples=150, deadline=None)

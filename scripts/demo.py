@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -90,6 +91,14 @@ def evaluated(runs: Sequence[Path], scorers: Sequence[str]) -> bool:
     return True
 
 
+def dev_only_text(record: Mapping[str, Any], table: Path) -> str:
+    """What a ``dev_only=true`` run ends with: the dev choice and where its table is; the test prompts stay unused."""
+    chosen = record["selected"]
+    head = (f"Chosen on dev: {chosen}" if chosen else
+            f"No candidate met the dev criterion (least bad: {record['least_bad']})")
+    return f"{head}. Dev table: {table}. dev_only=true: no test prompt was generated on."
+
+
 class Demo:
     """The stages, in order; ``runner`` runs one (``run_stage``, or a stand-in in tests)."""
 
@@ -120,6 +129,8 @@ class Demo:
         chosen = record["selected"] or record["least_bad"]
         if chosen is None:
             sys.exit("demo stopped: no candidate rule was scored on dev (generate.candidates is empty?)")
+        if cfg.dev_only:
+            return dev_only_text(record, self.out / DEV_TABLE)
         rule = next(c["overrides"] for c in record["candidates"] if c["name"] == chosen)
         extra = {n: list(ov) for n, ov in (OmegaConf.to_container(gen.extra_runs, resolve=True) or {}).items()}
         test_runs = {BASELINE: PLAIN, chosen: rule, **extra}
@@ -218,8 +229,11 @@ class Demo:
             for r in val_rows:
                 print(f"  epoch {r['epoch']}: val/loss {float(r['val/loss']):.4f}  dead-end AUC of min_t Q "
                       f"{float(r['val/auc_min_q']):.3f}  of final-step Q {float(r['val/auc_final_q']):.3f}")
-        print(f"\nDev selection: {self.out / DEV_TABLE}\nReport: {self.out / 'report.md'}\n"
-              f"Table:  {self.out / 'results.csv'}\nPlot:   {self.out / 'tradeoff.png'}\n")
+        print(f"\nDev selection: {self.out / DEV_TABLE}")
+        if not self.cfg.dev_only:
+            print(f"Report: {self.out / 'report.md'}\nTable:  {self.out / 'results.csv'}\n"
+                  f"Plot:   {self.out / 'tradeoff.png'}")
+        print()
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="demo")

@@ -180,3 +180,15 @@ def test_a_judge_list_naming_reward_model_trains_it_first_once(cfg, tmp_path):
     stages.calls.clear()
     demo.Demo(cfg, runner=stages).build_and_train()
     assert [s for s, _ in stages.calls] == ["build_data.py"]   # exported and trained: both skipped
+
+
+def test_dev_only_stops_after_the_selection_without_touching_test(cfg, tmp_path):
+    stages = Stages(tmp_path / "data" / "demo")
+    cfg.dev_only = True
+    text = demo.Demo(cfg, runner=stages)()
+    out = tmp_path / "demo"
+    assert [s for s, _ in stages.calls] == ["build_data.py", "train.py", *["generate.py"] * 5, "evaluate.py",
+                                            "select_rule.py"]
+    assert not any("prompts_test" in o for _, ov in stages.calls for o in ov)
+    assert not (out / "test").exists() and not (out / "summary.md").exists()
+    assert text.startswith("Chosen on dev: q4_eps_0.05.") and str(out / "dev_table.md") in text

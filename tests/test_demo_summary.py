@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rectify.report import write_report
-from rectify.report.summary import demo_summary, eligible_count_text
+from rectify.report.summary import demo_summary, eligible_count_text, use_it_lines
 from rectify.selection import Criterion, write_selection
 from tests.eval_fixtures import JUDGES, dev_sweep, write_run
 
@@ -126,3 +126,20 @@ def test_the_eligible_count_agrees_with_its_verb():
     assert eligible_count_text(1, 4) == "1 of 4 candidates was eligible"
     assert eligible_count_text(0, 4) == "0 of 4 candidates were eligible"
     assert eligible_count_text(3, 4) == "3 of 4 candidates were eligible"
+
+
+def test_the_summary_says_how_to_use_the_chosen_rule(demo_out):
+    lines = demo_summary(demo_out / "test", demo_out, TARGETS).splitlines()
+    use = [ln for ln in lines if ln.startswith("Use it: ")]
+    rule = "decoding=rectified value_model_path=outputs/demo/train/value_model decoding.epsilon=0.05 decoding.q_scale=4"
+    assert use == [f"Use it: `python scripts/generate.py prompts_path=<your prompts.jsonl> {rule}`, or serve it behind "
+                   f"an OpenAI-compatible API: `python scripts/serve.py {rule}`."]
+    bare = use_it_lines({"overrides": ["decoding.tilt=8"]})[0]
+    assert bare.count("decoding.tilt=8 value_model_path=<your value_model>`") == 2
+
+
+def test_a_failed_selection_recommends_nothing(tmp_path):
+    dev_sweep(tmp_path / "dev")
+    write_selection(tmp_path / "dev", Criterion(max_ppl_increase=0.01), tmp_path)
+    write_test_runs(tmp_path / "test", "eps_0.1")
+    assert "Use it:" not in demo_summary(tmp_path / "test", tmp_path, TARGETS)

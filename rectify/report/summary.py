@@ -58,9 +58,26 @@ def _rule_text(cand: Mapping[str, Any] | None) -> str:
     return f" ({' '.join(f'`{o}`' for o in shown)})" if shown else ""
 
 
+def record_candidate(record: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """The selection record's entry for candidate ``name``."""
+    return next(c for c in record["candidates"] if c["name"] == name)
+
+
 def eligible_count_text(n_ok: int, n_candidates: int) -> str:
     """'2 of 4 candidates were eligible' with the verb agreeing with the count, so one eligible rule reads right."""
     return f"{n_ok} of {n_candidates} candidates {'was' if n_ok == 1 else 'were'} eligible"
+
+
+def use_it_lines(cand: Mapping[str, Any]) -> list[str]:
+    """How to run the chosen rule on one's own prompts or behind the server: its overrides, nothing retyped.
+
+    The value model path comes from the candidate's overrides when it has one, else a placeholder to fill in.
+    """
+    overrides = list(cand.get("overrides", []))
+    if not any(o.startswith("value_model_path=") for o in overrides):
+        overrides.append("value_model_path=<your value_model>")
+    rule = " ".join(overrides)
+    return ["Use it: `python scripts/generate.py prompts_path=<your prompts.jsonl> " + rule + "`, or serve it behind an OpenAI-compatible API: `python scripts/serve.py " + rule + "`."]
 
 
 def _dev_line(record: Mapping[str, Any], rule: str) -> list[str]:
@@ -158,6 +175,8 @@ def demo_summary(test_root: str | Path, selected: str | Path, targets: Mapping[s
               f"({'n/a' if math.isnan(ppl_pct) else f'{ppl_pct:+.0f}%'}); Dist-3 {_val(first, 'dist3')} → "
               f"{_val(mine[order[0]], 'dist3')} ({'n/a' if math.isnan(dist3) else f'{dist3:+.3f}'})", ""]
     lines += _dev_line(record, rule) + [""]
+    if record["selected"]:
+        lines += use_it_lines(record_candidate(record, rule)) + [""]
     lines += [f"Targets ({targets_text(targets)}), per judge:"]
     lines += [_target_line(j, d[j], targets, j in targeted) for j in order] + [""]
     if files:

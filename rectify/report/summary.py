@@ -77,7 +77,8 @@ def use_it_lines(cand: Mapping[str, Any]) -> list[str]:
     if not any(o.startswith("value_model_path=") for o in overrides):
         overrides.append("value_model_path=<your value_model>")
     rule = " ".join(overrides)
-    return ["Use it: `python scripts/generate.py prompts_path=<your prompts.jsonl> " + rule + "`, or serve it behind an OpenAI-compatible API: `python scripts/serve.py " + rule + "`."]
+    return [f"Use it: `python scripts/generate.py prompts_path=<your prompts.jsonl> {rule}`, or serve it behind an "
+            f"OpenAI-compatible API: `python scripts/serve.py {rule}`."]
 
 
 def _dev_line(record: Mapping[str, Any], rule: str) -> list[str]:

@@ -95,6 +95,11 @@ class Candidate:
         return not self.reasons
 
 
+def record_candidate(record: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """``selected.json``'s entry for candidate ``name`` (its overrides, scores and reasons)."""
+    return next(c for c in record["candidates"] if c["name"] == name)
+
+
 def _locate(input_path: str | Path, root: str | Path) -> tuple[str, bool]:
     """A run's name (see :func:`run_name`) and whether its generations file lies under ``root``."""
     p, root = Path(input_path).resolve(), Path(root).resolve()

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from rectify.data.eval_split import DEV, TEST, write_prompt_subset
 from rectify.data.jsonl import count_complete
 from rectify.report.summary import demo_summary
-from rectify.selection import DEV_TABLE, SELECTED
+from rectify.selection import DEV_TABLE, SELECTED, record_candidate
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "plain"
@@ -131,7 +131,7 @@ class Demo:
             sys.exit("demo stopped: no candidate rule was scored on dev (generate.candidates is empty?)")
         if cfg.dev_only:
             return dev_only_text(record, self.out / DEV_TABLE)
-        rule = next(c["overrides"] for c in record["candidates"] if c["name"] == chosen)
+        rule = list(record_candidate(record, chosen)["overrides"])
         extra = {n: list(ov) for n, ov in (OmegaConf.to_container(gen.extra_runs, resolve=True) or {}).items()}
         test_runs = {BASELINE: PLAIN, chosen: rule, **extra}
         self.generate_all("test", test_runs, self.data_dir / TEST, gen.test_limit, gen.test_samples)

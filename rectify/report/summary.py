@@ -17,7 +17,7 @@ from typing import Any
 from rectify.evaluation.paired import Cut, run_cuts
 from rectify.report.table import deltas, to_float
 from rectify.report.targets import target_misses, targets_text
-from rectify.selection import SELECTED, rows_by_run
+from rectify.selection import SELECTED, record_candidate, rows_by_run
 
 SUBSET = "nontoxic"
 
@@ -56,11 +56,6 @@ def _rule_text(cand: Mapping[str, Any] | None) -> str:
         return ""
     shown = [o for o in cand.get("overrides", []) if not o.startswith("value_model_path=")]
     return f" ({' '.join(f'`{o}`' for o in shown)})" if shown else ""
-
-
-def record_candidate(record: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    """The selection record's entry for candidate ``name``."""
-    return next(c for c in record["candidates"] if c["name"] == name)
 
 
 def eligible_count_text(n_ok: int, n_candidates: int) -> str:

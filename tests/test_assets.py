@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import tarfile
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,23 @@ def _zip_bytes(members: dict[str, bytes]) -> bytes:
         for name, data in members.items():
             zf.writestr(name, data)
     return buf.getvalue()
+
+
+def _ar_member(name: str, data: bytes) -> bytes:
+    header = f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(data):<10}`\n".encode()
+    return header + data + (b"\n" if len(data) % 2 else b"")
+
+
+def _deb_bytes(members: dict[str, bytes]) -> bytes:
+    """A Debian package: an ar archive of debian-binary, control.tar.xz and data.tar.xz holding ``members``."""
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w:xz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return (b"!<arch>\n" + _ar_member("debian-binary", b"2.0\n") + _ar_member("control.tar.xz", b"odd")
+            + _ar_member("data.tar.xz", tar.getvalue()))
 
 
 class FakeIndex:
@@ -138,3 +156,33 @@ def test_registry_pins_match_assets_md():
         for pf in asset.files:
             assert len(pf.sha256) == 64 and int(pf.sha256, 16) >= 0
             assert pf.version in pf.filename
+
+
+def test_debian_package_is_fetched_from_the_pool_verified_and_unpacked(tmp_path, monkeypatch):
+    quotes = b"A first quote.\n%\nA second one.\n"
+    payload = _deb_bytes({"./usr/share/games/fortunes/wisdom": quotes, "./usr/share/doc/x": b"not needed"})
+    pf = assets.PackageFile("fortunes", "1.0", "fortunes_1.0_all.deb", hashlib.sha256(payload).hexdigest(),
+                            debian_pool="files/fortunes_1.0_all.deb")
+    asset = assets.Asset("fake_deb", "a test Debian asset", (pf,), {"./usr/share/games/fortunes/wisdom": "wisdom"})
+    mirror = FakeIndex("unused", pf.filename, payload)
+    monkeypatch.setitem(assets.REGISTRY, "fake_deb", asset)
+    monkeypatch.setenv("RECTIFY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RECTIFY_DEBIAN_MIRROR", mirror.url.removesuffix("/simple"))
+    monkeypatch.delenv("RECTIFY_OFFLINE", raising=False)
+    try:
+        assert assets.asset_path("fake_deb", "wisdom").read_bytes() == quotes
+        assert sorted(p.name for p in assets.get_asset("fake_deb").iterdir()) == [".manifest.json", "wisdom"]
+        mirror.served_payload = payload[:-1] + b"X"  # a corrupted mirror is refused
+        monkeypatch.setenv("RECTIFY_CACHE", str(tmp_path / "cache2"))
+        with pytest.raises(assets.AssetError, match="sha256"):
+            assets.get_asset("fake_deb")
+        assert not list((tmp_path / "cache2" / "downloads").glob("*.deb"))
+    finally:
+        mirror.close()
+
+
+def test_a_file_that_is_not_a_debian_package_is_named(tmp_path):
+    bogus = tmp_path / "x.deb"
+    bogus.write_bytes(b"PK\x03\x04 not an ar archive")
+    with pytest.raises(assets.AssetError, match="not a Debian package"):
+        assets._extract_member(bogus, "./a", tmp_path / "a")

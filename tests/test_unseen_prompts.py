@@ -1,5 +1,6 @@
-"""Prompts from the never-read final.csv share no comment with the splits the project uses; the selected
-rule of a select stage is read back for the check scripts."""
+"""Prompts from the never-read final.csv share no comment with the splits the project uses; Debian's fortunes
+give prompts from outside the comment domain; the selected rule of a select stage is read back for the check
+scripts."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from rectify.analysis.selected_rule import selected_rule
 from rectify.data.keyword_scorer import KeywordScorer
 from rectify.data.sources import read_insults
-from rectify.data.unseen import unseen_comments, unseen_prompts
+from rectify.data.unseen import fortune_quotes, unseen_comments, unseen_prompts
 
 
 def test_unseen_comments_are_not_in_the_used_splits():
@@ -51,3 +52,23 @@ def test_an_offset_draw_continues_the_seeded_order_and_shares_no_prompt():
     assert not {r["source"] for r in first} & {r["source"] for r in second}
     with pytest.raises(ValueError, match="offset"):
         unseen_prompts(5, offset=-1, scorer=KeywordScorer())
+
+
+def test_fortune_quotes_are_single_texts_without_their_attribution():
+    quotes = fortune_quotes()
+    assert len(quotes) > 10000 and len({text for text, _ in quotes}) == len(quotes)
+    assert all(src.startswith("fortunes/") and "\n" not in text and "\t" not in text for text, src in quotes)
+    by_source = dict((src, text) for text, src in quotes)
+    wisdom = [text for src, text in by_source.items() if src.startswith("fortunes/wisdom:")]
+    assert "A clash of doctrine is not a disaster -- it is an opportunity." in wisdom  # an inline "--" stays
+    assert not any(text.endswith("-- S. Paige, c. 1951") for text in wisdom)  # an author line goes
+
+
+def test_fortune_prompts_are_midpoint_splits_of_the_quotes():
+    rows = unseen_prompts(20, seed=1, scorer=KeywordScorer(), source="fortunes")
+    by_source = {src: text for text, src in fortune_quotes()}
+    assert len(rows) == 20
+    for r in rows:
+        assert (r["prompt"]["text"] + r["continuation"]["text"]).strip() == by_source[r["source"]]
+    with pytest.raises(ValueError, match="unknown unseen source"):
+        unseen_prompts(5, scorer=KeywordScorer(), source="reddit")

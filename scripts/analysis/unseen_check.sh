@@ -8,14 +8,15 @@
 # has a reported interval to land in. Run from the repo root:
 #   bash scripts/analysis/unseen_check.sh [demo out dir] [n prompts] [k] [experiment yaml] [all|nontoxic] [out name]
 # nontoxic: generate only on the non-toxic ones (the summary's subset). UNSEEN_OFFSET=500 skips the seeded order's first
-# 500 prompts (those of a first re-check of 500), so a second re-check meets none of them. Outputs: <demo out dir>/<out name, default
+# 500 prompts (those of a first re-check of 500), so a second re-check meets none of them. UNSEEN_SOURCE=fortunes
+# draws the prompts from Debian's fortunes quotes instead (outside the comment domain). Outputs: <demo out dir>/<out name, default
 # unseen>/{prompts_unseen.jsonl, plain/, <rule>/, summary.md, recheck.md (cuts inside the test run's intervals? within both runs' error?)}.
 set -euo pipefail
 DEMO=${1:-outputs/demo}; N=${2:-500}; K=${3:-4}; EXPERIMENT=${4:-configs/demo.yaml}; SUBSET=${5:-all}
 PY=${PYTHON:-.venv/bin/python}
 OUT=$DEMO/${6:-unseen}
 mkdir -p "$OUT"
-[ -s "$OUT/prompts_unseen.jsonl" ] || $PY -m rectify.data.unseen "$OUT/prompts_unseen.jsonl" "$N" 0 "${UNSEEN_OFFSET:-0}"
+[ -s "$OUT/prompts_unseen.jsonl" ] || $PY -m rectify.data.unseen "$OUT/prompts_unseen.jsonl" "$N" 0 "${UNSEEN_OFFSET:-0}" "${UNSEEN_SOURCE:-final.csv}"
 PROMPTS=$OUT/prompts_unseen.jsonl
 if [ "$SUBSET" != all ]; then
     PROMPTS=$OUT/prompts_unseen_$SUBSET.jsonl

@@ -32,7 +32,6 @@ from rectify.data.sources import clean_insults_text, read_insults
 
 UNSEEN_FILE = "final.csv"
 FORTUNES = "fortunes"
-SOURCES = (UNSEEN_FILE, FORTUNES)
 _ATTRIBUTION = re.compile(r"\n\s+--\s")  # a quote's author line: indented, after the quote
 
 
@@ -65,11 +64,10 @@ def fortune_quotes() -> list[tuple[str, str]]:
 
 def source_texts(source: str) -> list[tuple[str, str]]:
     """The ``(text, where)`` pairs of one unseen source."""
-    if source == UNSEEN_FILE:
-        return unseen_comments()
-    if source == FORTUNES:
-        return fortune_quotes()
-    raise ValueError(f"unknown unseen source {source!r}; choose one of {', '.join(SOURCES)}")
+    readers = {UNSEEN_FILE: unseen_comments, FORTUNES: fortune_quotes}
+    if source not in readers:
+        raise ValueError(f"unknown unseen source {source!r}; choose one of {', '.join(readers)}")
+    return readers[source]()
 
 
 def unseen_prompts(n: int | None = 500, seed: int = 0, scorer: Any = "jigsaw_lstm", min_words: int = 8,

@@ -118,7 +118,7 @@ class Demo:
         self.build_and_train()
         gen = cfg.generate
         dev_runs = {BASELINE: PLAIN, **candidates(gen, self.value_model)}
-        self.generate_all("dev", dev_runs, self.data_dir / DEV, gen.dev_limit, gen.samples)
+        self.generate_all("dev", dev_runs, self.data_dir / DEV, gen.dev_limit, gen.samples, gen.prompt_subset)
         self.evaluate("dev", list(dev_runs))
         self.run("select a rule on dev (criterion: configs/select_rule.yaml)", "select_rule.py", [
             f"select.inputs={self.out}/dev/generations", f"select.runs=[{','.join(dev_runs)}]",
@@ -134,7 +134,8 @@ class Demo:
         rule = list(record_candidate(record, chosen)["overrides"])
         extra = {n: list(ov) for n, ov in (OmegaConf.to_container(gen.extra_runs, resolve=True) or {}).items()}
         test_runs = {BASELINE: PLAIN, chosen: rule, **extra}
-        self.generate_all("test", test_runs, self.data_dir / TEST, gen.test_limit, gen.test_samples)
+        self.generate_all("test", test_runs, self.data_dir / TEST, gen.test_limit, gen.test_samples,
+                          gen.test_prompt_subset)
         self.evaluate("test", list(test_runs))
         text = self.summary(chosen)
         self.run("report on the test prompts (opens with the summary)", "report.py", [
@@ -171,9 +172,8 @@ class Demo:
                                                   f"hydra.run.dir={self.out}/train_reward_model"], self.timings)
 
     def generate_all(self, split: str, runs: Mapping[str, list[str]], prompts: Path, limit: int | None,
-                     samples: int) -> None:
+                     samples: int, subset: str) -> None:
         gen = self.cfg.generate
-        subset = gen.get("prompt_subset", "all")
         if subset != "all":   # the first `limit` prompts of that stratum only, in a file of their own
             src, prompts = prompts, self.out / split / f"prompts_{subset}.jsonl"
             n = write_prompt_subset(src, prompts, limit, subset)

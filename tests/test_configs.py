@@ -88,3 +88,31 @@ def test_decoding_rules_the_recommended_the_papers_and_plain():
     for cfg in (_compose("demo"), _compose("demo", "+experiment=demo_full"), k25):   # every candidate names its tilt
         cands = OmegaConf.to_container(cfg.generate.candidates)
         assert all(any(o.startswith("decoding.tilt=") for o in ov) for ov in cands.values() if ov is not None)
+
+
+# The rules each study selects among, as its recorded runs in docs/results.md had them: a change to make demo's
+# candidates (which every study inherits) must not silently change what a recorded study reproduces.
+RECORDED_CANDIDATES = {
+    None: {"clean_8_risk_0.15", "clean_32", "clean_32_risk_0.15", "clean_64"},
+    "demo_full": {"risk_0.1", "clean_8_risk_0.25", "clean_8", "clean_8_risk_0.15", "clean_3", "risk_0.25", "raw_eps_0.1"},
+    "demo_k25": {"risk_0.1", "clean_8", "clean_16", "clean_32", "clean_8_risk_0.1", "clean_64", "clean_128"},
+    "demo_k25_recipe": {"clean_64"},
+    "demo_k25_top3": {"clean_64", "clean_96", "clean_128", "clean_192"},
+}
+
+
+@pytest.mark.parametrize("study", [None, *DEMO_STUDIES])
+def test_each_study_selects_among_its_recorded_rules_on_its_recorded_prompts(study):
+    cfg = _compose("demo", *([f"+experiment={study}"] if study else []))
+    cands = {n for n, ov in OmegaConf.to_container(cfg.generate.candidates).items() if ov is not None}
+    assert cands == RECORDED_CANDIDATES[study]
+    subsets = (cfg.generate.prompt_subset, cfg.generate.test_prompt_subset)
+    assert subsets == {None: ("nontoxic", "all"), "demo_full": ("all", "all")}.get(study, ("nontoxic", "nontoxic"))
+
+
+def test_make_demo_offers_the_recommended_rule():
+    """make demo selects among rules that include decoding=rectified's default, so the demo can choose the recipe."""
+    recommended = _compose("generate", "prompts_path=x", "decoding=rectified").decoding
+    cands = OmegaConf.to_container(_compose("demo").generate.candidates)
+    assert sorted([f"decoding.tilt={recommended.tilt:g}", f"decoding.epsilon={recommended.epsilon:g}"]) in [
+        sorted(ov) for ov in cands.values() if ov is not None]

@@ -125,7 +125,8 @@ def test_dev_select_test_summary_report_and_resume(cfg, tmp_path, capsys):
     assert "prompts_path=" + str(tmp_path / "data/demo/prompts_test.jsonl") in test_rule and "limit=12" in test_rule
     assert test_rule[5:9] == ["decoding=rectified", "decoding.epsilon=0.05", "decoding.q_scale=4", vm]
     assert "decoding.num_return_sequences=3" in test_rule and "decoding=plain" in gens["test/generations/plain"]
-    assert "prompts_dev.jsonl" in gens["dev/generations/plain"][0]
+    # by default dev draws on its non-toxic prompts only (all the selection reads), test on every prompt
+    assert gens["dev/generations/plain"][:2] == [f"prompts_path={out}/dev/prompts_nontoxic.jsonl", "limit=null"]
 
     assert json.loads((out / "selected.json").read_text())["selected"] == "q4_eps_0.05"
     assert (out / "dev_table.md").is_file() and (out / "summary.md").read_text() == text
@@ -150,8 +151,9 @@ def test_candidates_complete_their_overrides_and_refuse_the_baseline_name(tmp_pa
         demo.candidates(OmegaConf.create({"candidates": {"plain": []}}), Path("/vm"))
 
 
-def test_nontoxic_subset_generates_only_on_the_non_toxic_of_the_first_n(cfg, tmp_path):
-    OmegaConf.update(cfg, "generate.prompt_subset", "nontoxic")
+def test_nontoxic_subsets_generate_only_on_the_non_toxic_of_the_first_n(cfg, tmp_path):
+    assert cfg.generate.prompt_subset == "nontoxic" and cfg.generate.test_prompt_subset == "all"   # the defaults
+    OmegaConf.update(cfg, "generate.test_prompt_subset", "nontoxic")
     stages = Stages(tmp_path / "data" / "demo")
     demo.Demo(cfg, runner=stages)()
     out = tmp_path / "demo"

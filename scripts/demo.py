@@ -79,6 +79,31 @@ def generated(target: Path, prompts: Path, limit: int | None) -> bool:
     return count_complete(out) == (n if limit is None else min(int(limit), n))
 
 
+def made_from_other_prompts(target: Path, prompts: Path, limit: int | None) -> bool:
+    """True when ``target`` holds generations whose recorded prompt file or limit differ from this run's.
+
+    Why: an earlier demo version (or settings) may have drawn a split's runs from another prompt subset; resuming
+    them would fail in generate.py, and rerunning the demo would fail the same way.
+    """
+    meta = target / "generations.jsonl.meta.json"
+    if not meta.is_file():
+        return False
+    config = json.loads(meta.read_text(encoding="utf-8")).get("config") or {}
+    if "prompts_path" not in config:
+        return False
+    old_limit = config.get("limit")
+    same_file = (ROOT / str(config["prompts_path"])).resolve() == (ROOT / prompts).resolve()
+    return not same_file or (None if old_limit is None else int(old_limit)) != (None if limit is None else int(limit))
+
+
+def set_aside(target: Path, folder: Path) -> Path:
+    """Move a stale run into ``folder`` under a timestamped name (nothing is deleted); returns where it went."""
+    folder.mkdir(parents=True, exist_ok=True)
+    moved = folder / f"{target.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+    shutil.move(str(target), moved)
+    return moved
+
+
 def evaluated(runs: Sequence[Path], scorers: Sequence[str]) -> bool:
     """True when every run has an evaluation newer than its generations, under every scorer."""
     for run in runs:
@@ -184,6 +209,10 @@ class Demo:
         for i, (name, extra) in enumerate(runs.items(), 1):
             title = f"generate on {split} prompts [{i}/{len(runs)}] {name}"
             target = self.out / split / "generations" / name
+            if made_from_other_prompts(target, prompts, limit):
+                moved = set_aside(target, self.out / split / "replaced")
+                print(f"{target} was generated from other prompts (an earlier demo's settings): moved to {moved}",
+                      flush=True)
             if generated(target, prompts, limit):
                 skip(title, f"{target}/generations.jsonl is complete", self.timings)
                 continue

@@ -61,7 +61,9 @@ class Stages:
         out, k = Path(kv["output_path"]), int(kv["decoding.num_return_sequences"])
         prompts = read_jsonl(kv["prompts_path"])[: None if kv["limit"] == "null" else int(kv["limit"])]
         write_jsonl_atomic(out, [p | {"generations": [{"text": "x"}] * k} for p in prompts])
-        Path(f"{out}.meta.json").write_text(json.dumps({"config": {"decoding": {"epsilon": kv.get("decoding.epsilon")}}}))
+        limit = None if kv["limit"] == "null" else int(kv["limit"])
+        Path(f"{out}.meta.json").write_text(json.dumps({"config": {
+            "prompts_path": kv["prompts_path"], "limit": limit, "decoding": {"epsilon": kv.get("decoding.epsilon")}}}))
         (Path(kv["hydra.run.dir"]) / ".hydra").mkdir(parents=True)
         (Path(kv["hydra.run.dir"]) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
 
@@ -194,3 +196,24 @@ def test_dev_only_stops_after_the_selection_without_touching_test(cfg, tmp_path)
     assert not any("prompts_test" in o for _, ov in stages.calls for o in ov)
     assert not (out / "test").exists() and not (out / "summary.md").exists()
     assert text.startswith("Chosen on dev: q4_eps_0.05.") and str(out / "dev_table.md") in text
+
+
+def test_runs_drawn_from_other_prompts_are_set_aside_and_redrawn(cfg, tmp_path, capsys):
+    """An earlier demo's dev runs on every prompt (the old default) are moved aside, not resumed into a stop."""
+    stages = Stages(tmp_path / "data" / "demo")
+    OmegaConf.update(cfg, "generate.prompt_subset", "all")
+    demo.Demo(cfg, runner=stages)()
+    out = tmp_path / "demo"
+    old_plain = read_jsonl(out / "dev" / "generations" / "plain" / "generations.jsonl")
+    OmegaConf.update(cfg, "generate.prompt_subset", "nontoxic")
+    stages.calls.clear()
+    demo.Demo(cfg, runner=stages)()
+    redrawn = [dict(o.split("=", 1) for o in ov)["output_path"] for s, ov in stages.calls if s == "generate.py"]
+    assert sorted(Path(p).parent.name for p in redrawn) == sorted(RESULTS)   # every dev run, no test run
+    assert all("/dev/" in p for p in redrawn)
+    moved = sorted((out / "dev" / "replaced").iterdir())
+    assert sorted(m.name.rsplit("-", 1)[0] for m in moved) == sorted(RESULTS)
+    plain = next(m for m in moved if m.name.startswith("plain-"))
+    assert read_jsonl(plain / "generations.jsonl") == old_plain   # nothing lost
+    assert len(read_jsonl(out / "dev" / "generations" / "plain" / "generations.jsonl")) < len(old_plain)
+    assert "was generated from other prompts" in capsys.readouterr().out

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rectify.report import write_report
-from rectify.report.summary import demo_summary, eligible_count_text, use_it_lines
+from rectify.report.summary import demo_summary, eligible_count_text, short_text, use_it_lines
 from rectify.selection import Criterion, write_selection
 from tests.eval_fixtures import JUDGES, dev_sweep, write_run
 
@@ -143,3 +143,16 @@ def test_a_failed_selection_recommends_nothing(tmp_path):
     write_selection(tmp_path / "dev", Criterion(max_ppl_increase=0.01), tmp_path)
     write_test_runs(tmp_path / "test", "eps_0.1")
     assert "Use it:" not in demo_summary(tmp_path / "test", tmp_path, TARGETS)
+
+
+def test_summary_states_the_change_in_short_continuations_when_the_rows_have_it(tmp_path):
+    dev_sweep(tmp_path / "dev")
+    write_selection(tmp_path / "dev", Criterion(), tmp_path)
+    scores = {j: (0.40, 0.30) for j in JUDGES}
+    write_run(tmp_path / "test", "plain", scores, ppl=50.0, overrides=["decoding=plain"], short_rate=0.016)
+    write_run(tmp_path / "test", "q4_eps_0.05", {j: (0.1, 0.1) for j in JUDGES}, ppl=52.0,
+              overrides=["decoding=rectified"], short_rate=0.095)
+    text = demo_summary(tmp_path / "test", tmp_path / "selected.json", TARGETS)
+    ppl_line = next(ln for ln in text.splitlines() if ln.startswith("- perplexity"))
+    assert ppl_line.endswith("; continuations of at most 3 words 1.6% → 9.5%")
+    assert short_text({"short_rate": 0.1}, {}) == "" and short_text({}, {"short_rate": 0.1}) == ""

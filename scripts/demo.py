@@ -70,30 +70,33 @@ def candidates(gen: Mapping, value_model: Path) -> dict[str, list[str]]:
     return {name: complete_overrides(ov, value_model) for name, ov in raw.items() if ov is not None}
 
 
+def wanted_rows(prompts: Path, limit: int | None) -> int:
+    """How many prompts a run over ``prompts`` (first ``limit``) generates for."""
+    n = count_complete(prompts)
+    return n if limit is None else min(int(limit), n)
+
+
 def generated(target: Path, prompts: Path, limit: int | None) -> bool:
     """True when ``target`` holds generations for every prompt the run asks for."""
     out = target / "generations.jsonl"
     if not out.is_file() or not Path(f"{out}.meta.json").is_file():
         return False
-    n = count_complete(prompts)
-    return count_complete(out) == (n if limit is None else min(int(limit), n))
+    return count_complete(out) == wanted_rows(prompts, limit)
 
 
 def made_from_other_prompts(target: Path, prompts: Path, limit: int | None) -> bool:
-    """True when ``target`` holds generations whose recorded prompt file or limit differ from this run's.
+    """True when ``target`` holds generations from another prompt file, or more than this run asks for.
 
-    Why: an earlier demo version (or settings) may have drawn a split's runs from another prompt subset; resuming
-    them would fail in generate.py, and rerunning the demo would fail the same way.
+    Why: an earlier demo version (or settings) may have drawn a split's runs from another prompt subset or limit;
+    generate.py refuses to resume them, so rerunning the demo would stop there every time. A smaller earlier limit
+    on the same file is not stale: generate.py resumes it.
     """
-    meta = target / "generations.jsonl.meta.json"
-    if not meta.is_file():
+    out, meta = target / "generations.jsonl", target / "generations.jsonl.meta.json"
+    if not out.is_file() or not meta.is_file():
         return False
-    config = json.loads(meta.read_text(encoding="utf-8")).get("config") or {}
-    if "prompts_path" not in config:
-        return False
-    old_limit = config.get("limit")
-    same_file = (ROOT / str(config["prompts_path"])).resolve() == (ROOT / prompts).resolve()
-    return not same_file or (None if old_limit is None else int(old_limit)) != (None if limit is None else int(limit))
+    recorded = (json.loads(meta.read_text(encoding="utf-8")).get("config") or {}).get("prompts_path")
+    other_file = recorded is not None and (ROOT / str(recorded)).resolve() != (ROOT / prompts).resolve()
+    return other_file or count_complete(out) > wanted_rows(prompts, limit)
 
 
 def set_aside(target: Path, folder: Path) -> Path:

@@ -64,7 +64,7 @@ class Stages:
         limit = None if kv["limit"] == "null" else int(kv["limit"])
         Path(f"{out}.meta.json").write_text(json.dumps({"config": {
             "prompts_path": kv["prompts_path"], "limit": limit, "decoding": {"epsilon": kv.get("decoding.epsilon")}}}))
-        (Path(kv["hydra.run.dir"]) / ".hydra").mkdir(parents=True)
+        (Path(kv["hydra.run.dir"]) / ".hydra").mkdir(parents=True, exist_ok=True)
         (Path(kv["hydra.run.dir"]) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
 
     def evaluate(self, kv, overrides):
@@ -217,3 +217,17 @@ def test_runs_drawn_from_other_prompts_are_set_aside_and_redrawn(cfg, tmp_path, 
     assert read_jsonl(plain / "generations.jsonl") == old_plain   # nothing lost
     assert len(read_jsonl(out / "dev" / "generations" / "plain" / "generations.jsonl")) < len(old_plain)
     assert "was generated from other prompts" in capsys.readouterr().out
+
+
+def test_a_smaller_limit_sets_runs_aside_a_larger_one_resumes_them(cfg, tmp_path):
+    stages = Stages(tmp_path / "data" / "demo")
+    demo.Demo(cfg, runner=stages)()   # test runs: the first 12 test prompts
+    out = tmp_path / "demo"
+    test_runs = lambda: [s for s, ov in stages.calls if s == "generate.py" and "/test/" in str(ov)]  # noqa: E731
+    for limit, set_aside in ((15, False), (8, True)):
+        OmegaConf.update(cfg, "generate.test_limit", limit)
+        stages.calls.clear()
+        demo.Demo(cfg, runner=stages)()
+        assert len(test_runs()) == 2   # plain and the chosen rule, redrawn to the new limit
+        assert (out / "test" / "replaced").is_dir() == set_aside
+        assert len(read_jsonl(out / "test" / "generations" / "plain" / "generations.jsonl")) == limit

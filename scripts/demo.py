@@ -76,15 +76,15 @@ def wanted_rows(prompts: Path, limit: int | None) -> int:
     return n if limit is None else min(int(limit), n)
 
 
-def generated(target: Path, prompts: Path, limit: int | None) -> bool:
-    """True when ``target`` holds generations for every prompt the run asks for."""
+def generated(target: Path, wanted: int) -> bool:
+    """True when ``target`` holds generations for every prompt the run asks for (``wanted``: :func:`wanted_rows`)."""
     out = target / "generations.jsonl"
     if not out.is_file() or not Path(f"{out}.meta.json").is_file():
         return False
-    return count_complete(out) == wanted_rows(prompts, limit)
+    return count_complete(out) == wanted
 
 
-def made_from_other_prompts(target: Path, prompts: Path, limit: int | None) -> bool:
+def made_from_other_prompts(target: Path, prompts: Path, wanted: int) -> bool:
     """True when ``target`` holds generations from another prompt file, or more than this run asks for.
 
     Why: an earlier demo version (or settings) may have drawn a split's runs from another prompt subset or limit;
@@ -96,7 +96,7 @@ def made_from_other_prompts(target: Path, prompts: Path, limit: int | None) -> b
         return False
     recorded = (json.loads(meta.read_text(encoding="utf-8")).get("config") or {}).get("prompts_path")
     other_file = recorded is not None and (ROOT / str(recorded)).resolve() != (ROOT / prompts).resolve()
-    return other_file or count_complete(out) > wanted_rows(prompts, limit)
+    return other_file or count_complete(out) > wanted
 
 
 def set_aside(target: Path, folder: Path) -> Path:
@@ -209,14 +209,15 @@ class Demo:
             limit = None
         common = [f"prompts_path={prompts}", f"limit={'null' if limit is None else limit}", f"batch_size={gen.batch_size}",
                   f"decoding.num_return_sequences={samples}", f"decoding.max_new_tokens={gen.max_new_tokens}"]
+        wanted = wanted_rows(prompts, limit)
         for i, (name, extra) in enumerate(runs.items(), 1):
             title = f"generate on {split} prompts [{i}/{len(runs)}] {name}"
             target = self.out / split / "generations" / name
-            if made_from_other_prompts(target, prompts, limit):
+            if made_from_other_prompts(target, prompts, wanted):
                 moved = set_aside(target, self.out / split / "replaced")
                 print(f"{target} was generated from other prompts (an earlier demo's settings): moved to {moved}",
                       flush=True)
-            if generated(target, prompts, limit):
+            if generated(target, wanted):
                 skip(title, f"{target}/generations.jsonl is complete", self.timings)
                 continue
             self.run(title, "generate.py", [

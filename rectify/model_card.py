@@ -31,7 +31,7 @@ CAP_RULES = {  # rectify/decoding/caps.py
     "original": "cap(a) = clamp(1 + Q_D(s, a) - epsilon, p_min, p_max)",
     "normalized": "cap(a) = clamp((1 + Q_D(s, a) - epsilon) / (1 - epsilon), p_min, p_max)",
 }
-RECOMMENDED_KEYS = ("tilt", "epsilon", "cap_mode", "p_min", "q_baseline", "q_scale")
+RECOMMENDED_KEYS = ("tilt", "stop_neutral", "epsilon", "cap_mode", "p_min", "q_baseline", "q_scale")
 VAL_AUC = "val/auc_min_q"
 
 

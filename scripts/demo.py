@@ -21,10 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from rectify.data.eval_split import DEV, TEST, write_prompt_subset
 from rectify.data.jsonl import count_complete
+from rectify.decoding.runner import RESUME_KEYS, resume_conflicts
 from rectify.report.summary import demo_summary
 from rectify.selection import DEV_TABLE, SELECTED, record_candidate
 
@@ -84,19 +87,53 @@ def generated(target: Path, wanted: int) -> bool:
     return count_complete(out) == wanted
 
 
-def made_from_other_prompts(target: Path, prompts: Path, wanted: int) -> bool:
-    """True when ``target`` holds generations from another prompt file, or more than this run asks for.
+def _plain_node(cfg: DictConfig, key: str) -> Any:
+    node = OmegaConf.select(cfg, key)
+    if not isinstance(node, DictConfig):
+        return node
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except Exception:  # noqa: BLE001 - an interpolation only a Hydra run resolves (never in these keys today)
+        return OmegaConf.to_container(node, resolve=False)
 
-    Why: an earlier demo version (or settings) may have drawn a split's runs from another prompt subset or limit;
-    generate.py refuses to resume them, so rerunning the demo would stop there every time. A smaller earlier limit
-    on the same file is not stale: generate.py resumes it.
+
+def planned_config(overrides: Sequence[str]) -> dict[str, Any]:
+    """What decides a run's samples (generate.py's ``RESUME_KEYS``) in the config these overrides compose."""
+    keep = [o for o in overrides if not o.startswith(("hydra.", "output_path="))]
+    if GlobalHydra.instance().is_initialized():   # inside the demo's own Hydra app: its config dir
+        cfg = compose("generate", overrides=keep)
+    else:
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            cfg = compose("generate", overrides=keep)
+    return {k: _plain_node(cfg, k) for k in RESUME_KEYS}
+
+
+def _same_paths(config: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(config)
+    for key in ("prompts_path", "value_model_path"):
+        if out.get(key) is not None:
+            out[key] = str((ROOT / str(out[key])).resolve())
+    return out
+
+
+def stale_reason(target: Path, planned: Mapping[str, Any], wanted: int) -> str | None:
+    """Why ``target``'s finished or partial run cannot serve this one (None when it can, or there is none).
+
+    Why: an earlier demo version or settings may have drawn a run from other prompts, more of them, or under
+    another rule (e.g. a changed default in ``configs/decoding/``). generate.py refuses to resume such a run, and a
+    complete one would otherwise be reused as if this rule had drawn it. A smaller earlier limit under the same
+    config is not stale: generate.py resumes it.
     """
     out, meta = target / "generations.jsonl", target / "generations.jsonl.meta.json"
     if not out.is_file() or not meta.is_file():
-        return False
-    recorded = (json.loads(meta.read_text(encoding="utf-8")).get("config") or {}).get("prompts_path")
-    other_file = recorded is not None and (ROOT / str(recorded)).resolve() != (ROOT / prompts).resolve()
-    return other_file or count_complete(out) > wanted
+        return None
+    if (n := count_complete(out)) > wanted:
+        return f"holds {n} prompts, more than the {wanted} asked for"
+    recorded = json.loads(meta.read_text(encoding="utf-8")).get("config") or {}
+    conflicts = resume_conflicts(_same_paths(recorded), _same_paths(planned))
+    if conflicts:
+        return "was drawn under another config (" + "; ".join(conflicts[:3]) + ("; ..." if len(conflicts) > 3 else "") + ")"
+    return None
 
 
 def set_aside(target: Path, folder: Path) -> Path:
@@ -213,16 +250,14 @@ class Demo:
         for i, (name, extra) in enumerate(runs.items(), 1):
             title = f"generate on {split} prompts [{i}/{len(runs)}] {name}"
             target = self.out / split / "generations" / name
-            if made_from_other_prompts(target, prompts, wanted):
+            overrides = [*common, *extra, f"output_path={target}/generations.jsonl", f"hydra.run.dir={target}/run"]
+            if why := stale_reason(target, planned_config(overrides), wanted):
                 moved = set_aside(target, self.out / split / "replaced")
-                print(f"{target} was generated from other prompts (an earlier demo's settings): moved to {moved}",
-                      flush=True)
+                print(f"{target} {why}: an earlier demo's run, moved to {moved}", flush=True)
             if generated(target, wanted):
                 skip(title, f"{target}/generations.jsonl is complete", self.timings)
                 continue
-            self.run(title, "generate.py", [
-                *common, *extra, f"output_path={target}/generations.jsonl", f"hydra.run.dir={target}/run",
-            ], self.timings)
+            self.run(title, "generate.py", overrides, self.timings)
 
     def evaluate(self, split: str, names: Sequence[str]) -> None:
         ev = self.cfg.evaluate

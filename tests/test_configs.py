@@ -68,8 +68,9 @@ def test_recipe_configs():
 
 
 def test_decoding_rules_the_recommended_the_papers_and_plain():
-    """decoding=rectified is the rule chosen on dev (clean_64, demo_k25); decoding=paper the paper's; plain records
-    no rule of its own, so a plain run's recorded config does not move when the recommendation does."""
+    """decoding=rectified is the headline recipe's rule (clean_64 of demo_k25_recipe: chosen on dev in demo_k25,
+    stop-neutral since); decoding=paper the paper's; plain records no rule of its own, so a plain run's recorded
+    config does not move when the recommendation does."""
     from rectify.decoding import DecodingConfig
 
     def rule(name):
@@ -77,9 +78,13 @@ def test_decoding_rules_the_recommended_the_papers_and_plain():
 
     recommended, paper, plain = rule("rectified"), rule("paper"), rule("plain")
     k25 = _compose("demo", "+experiment=demo_k25")
-    chosen = OmegaConf.to_container(k25.generate.candidates)["clean_64"]
-    assert sorted(chosen) == sorted([f"decoding.tilt={recommended.tilt:g}", f"decoding.epsilon={recommended.epsilon:g}"])
+    rule_of = {"rectified": [f"decoding.tilt={recommended.tilt:g}", f"decoding.epsilon={recommended.epsilon:g}"]}
+    chosen = OmegaConf.to_container(_compose("demo", "+experiment=demo_k25_recipe").generate.candidates)["clean_64"]
+    assert sorted(chosen) == sorted(rule_of["rectified"])
+    recorded = OmegaConf.to_container(k25.generate.candidates)["clean_64"]   # as demo_k25 drew it, before stop_neutral
+    assert sorted(recorded) == sorted([*rule_of["rectified"], "decoding.stop_neutral=false"])
     assert recommended.rectify and recommended.calibration == "auto" and recommended.q_scale == 1.0
+    assert recommended.stop_neutral
     assert (paper.tilt, paper.epsilon, paper.calibration, paper.q_scale, paper.cap_mode) == (0.0, 0.1, False, 1.0,
                                                                                             "original")
     assert not plain.rectify and (plain.tilt, plain.epsilon) == (0.0, 0.1)

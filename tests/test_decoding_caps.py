@@ -105,3 +105,32 @@ def test_tilt_keeps_a_distribution_and_never_raises_a_riskier_token_relative_to_
     assert bool((ratio[order][1:] >= ratio[order][:-1] - 1e-6).all())
     if tilt == 0:
         assert torch.equal(out, probs)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(3, 40), st.floats(0.5, 128.0), st.integers(0, 10_000), st.integers(1, 2))
+def test_a_stop_neutral_tilt_keeps_the_stop_probability_and_tilts_only_the_rest(v, tilt, seed, n_stop):
+    """Q_D never sees the stop token in training, so a stop-neutral tilt leaves P(stop) as the LM has it and shares
+    the rest of the mass out as the plain tilt would among the other tokens."""
+    from rectify.decoding.caps import CapConfig
+
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.softmax(torch.randn(2, v, generator=g) * 2, -1)
+    q = -torch.rand(2, v, generator=g) * 0.3
+    stop = torch.zeros(v, dtype=torch.bool)
+    stop[:n_stop] = True
+    out = CapConfig(tilt=tilt, stop_neutral=True).reweight(q, probs, stop=stop)
+    assert torch.allclose(out.sum(-1), torch.ones(2), atol=1e-5) and bool((out >= 0).all())
+    assert torch.allclose(out[:, stop], probs[:, stop], atol=1e-7)
+    plain = CapConfig(tilt=tilt).reweight(q[:, ~stop], probs[:, ~stop] / probs[:, ~stop].sum(-1, keepdim=True))
+    rest = out[:, ~stop] / out[:, ~stop].sum(-1, keepdim=True)
+    assert torch.allclose(rest, plain, atol=1e-5)
+
+
+def test_a_stop_neutral_tilt_needs_the_stop_tokens():
+    from rectify.decoding.caps import CapConfig
+
+    with pytest.raises(ValueError, match="stop"):
+        CapConfig(tilt=8.0, stop_neutral=True).reweight(-torch.rand(1, 5), torch.full((1, 5), 0.2))
+    probs = torch.full((1, 5), 0.2)
+    assert torch.equal(CapConfig(tilt=0.0, stop_neutral=True).reweight(-torch.rand(1, 5), probs), probs)

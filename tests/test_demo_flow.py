@@ -31,6 +31,15 @@ RESULTS = {"plain": (0.40, 0.40, 50.0), "eps_0.1": (0.30, 0.40, 51.0), "eps_0.3"
            "q4_eps_0.05": (0.15, 0.35, 55.0), "q8_eps_0.05": (0.05, 0.10, 70.0)}
 
 
+def generate_config(overrides: list[str]) -> dict:
+    """The config generate.py records in its meta file for these overrides (paths, which need a Hydra run, left out)."""
+    keep = [o for o in overrides if not o.startswith("hydra.")]
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("generate", overrides=keep)
+    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in cfg.items() if k != "paths"}
+
+
 def hydra_list(v: str) -> list[str]:
     return v.strip("[]").split(",") if v.strip("[]") else []
 
@@ -61,9 +70,7 @@ class Stages:
         out, k = Path(kv["output_path"]), int(kv["decoding.num_return_sequences"])
         prompts = read_jsonl(kv["prompts_path"])[: None if kv["limit"] == "null" else int(kv["limit"])]
         write_jsonl_atomic(out, [p | {"generations": [{"text": "x"}] * k} for p in prompts])
-        limit = None if kv["limit"] == "null" else int(kv["limit"])
-        Path(f"{out}.meta.json").write_text(json.dumps({"config": {
-            "prompts_path": kv["prompts_path"], "limit": limit, "decoding": {"epsilon": kv.get("decoding.epsilon")}}}))
+        Path(f"{out}.meta.json").write_text(json.dumps({"config": generate_config(overrides)}))
         (Path(kv["hydra.run.dir"]) / ".hydra").mkdir(parents=True, exist_ok=True)
         (Path(kv["hydra.run.dir"]) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
 
@@ -216,7 +223,26 @@ def test_runs_drawn_from_other_prompts_are_set_aside_and_redrawn(cfg, tmp_path, 
     plain = next(m for m in moved if m.name.startswith("plain-"))
     assert read_jsonl(plain / "generations.jsonl") == old_plain   # nothing lost
     assert len(read_jsonl(out / "dev" / "generations" / "plain" / "generations.jsonl")) < len(old_plain)
-    assert "was generated from other prompts" in capsys.readouterr().out
+    assert "holds 10 prompts, more than the 8 asked for: an earlier demo's run, moved to" in capsys.readouterr().out
+
+
+def test_a_run_drawn_under_another_rule_is_set_aside_not_reused(cfg, tmp_path, capsys):
+    """A finished run whose recorded decoding differs from what its overrides compose now (here: recorded before
+    ``decoding.stop_neutral`` existed) is redrawn, not reused as if the current rule had drawn it."""
+    stages = Stages(tmp_path / "data" / "demo")
+    demo.Demo(cfg, runner=stages)()
+    out = tmp_path / "demo"
+    meta = out / "dev" / "generations" / "eps_0.3" / "generations.jsonl.meta.json"
+    record = json.loads(meta.read_text())
+    del record["config"]["decoding"]["stop_neutral"]
+    meta.write_text(json.dumps(record))
+    stages.calls.clear()
+    capsys.readouterr()
+    demo.Demo(cfg, runner=stages)()
+    redrawn = [dict(o.split("=", 1) for o in ov)["output_path"] for s, ov in stages.calls if s == "generate.py"]
+    assert [Path(p).parent.name for p in redrawn] == ["eps_0.3"]
+    assert "was drawn under another config (decoding.stop_neutral: False -> True)" in capsys.readouterr().out
+    assert [m.name.rsplit("-", 1)[0] for m in (out / "dev" / "replaced").iterdir()] == ["eps_0.3"]
 
 
 def test_a_smaller_limit_sets_runs_aside_a_larger_one_resumes_them(cfg, tmp_path):

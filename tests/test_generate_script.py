@@ -120,3 +120,14 @@ def test_script_runs_under_hydra(tmp_path, prompt_file):
     subprocess.run([sys.executable, str(ROOT / "scripts/generate.py"), "debug=smoke", f"prompts_path={prompt_file}",
                     f"output_path={out}", f"hydra.run.dir={tmp_path / 'run'}"], check=True, cwd=ROOT)
     assert len(lines(out)) == len(PROMPTS)
+
+
+def test_a_run_recorded_before_stop_neutral_existed_counts_as_not_stop_neutral():
+    """Runs recorded before ``decoding.stop_neutral`` drew with a tilt that moved P(stop): they resume under
+    ``stop_neutral=false`` and conflict with the stop-neutral default."""
+    from rectify.decoding.runner import resume_conflicts
+
+    old = {"decoding": {"tilt": 64, "epsilon": 0.05}, "seed": 0}
+    assert resume_conflicts(old, {"decoding": {"tilt": 64, "epsilon": 0.05, "stop_neutral": False}, "seed": 0}) == []
+    assert resume_conflicts(old, {"decoding": {"tilt": 64, "epsilon": 0.05, "stop_neutral": True}, "seed": 0}) == [
+        "decoding.stop_neutral: False -> True"]

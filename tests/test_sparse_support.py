@@ -8,6 +8,7 @@ import torch
 from rectify.decoding import DecodingConfig, RectifiedSampler
 from rectify.decoding.forward import lm_step, q_hidden_step
 from rectify.decoding.support import support_of
+from rectify.decoding.warping import warp_logits
 from rectify.lm import load_lm, position_ids_from_mask
 from tests.conftest import tiny_lm_config
 from tests.test_decoding_sampler import one_thread  # noqa: F401 - autouse: one intra-op thread
@@ -98,3 +99,29 @@ def test_eos_compaction_keeps_rows_independent(models):
         for i, p in enumerate(PROMPTS):
             alone = s.generate([p], seeds=[4 + i])
             assert torch.equal(batched.sequences[2 * i: 2 * i + 2], alone.sequences)
+
+
+@pytest.mark.parametrize("trunc", [{}, {"top_k": 40}, {"top_p": 0.95}])
+def test_a_stop_neutral_tilt_leaves_the_lm_probability_of_stopping(trunc):
+    """Q_D rates stopping safe (Q 0) and every other token risky: a plain tilt piles mass on EOS, a stop-neutral
+    one (the default) keeps the LM's own P(EOS), on the full head and on the sparse support alike."""
+    gen, tok = load_lm(tiny_lm_config("llama"))
+    q = torch.full((len(tok),), -0.3)
+    q[tok.eos_token_id] = 0.0
+    vm = constant_q_model("llama", q)
+    cfg = {"tilt": 16.0, "epsilon": 0.0, "max_new_tokens": 3, **trunc}
+    samplers = {neutral: RectifiedSampler(gen, tok, vm, DecodingConfig(stop_neutral=neutral, **cfg))
+                for neutral in (True, False)}
+    with torch.inference_mode():
+        logits, qh = _step(samplers[True], gen, vm)
+        logits = logits[:, : len(tok)].clone()
+        logits[:, tok.eos_token_id] = logits.topk(5).values[:, -1]   # EOS in every support, not on top
+        lm = torch.softmax(warp_logits(logits, 1.0, cfg.get("top_k", 0), cfg.get("top_p", 1.0)), -1)
+        for neutral, s in samplers.items():
+            probs, _, _ = s.step_distribution(logits, qh, {})
+            eos = probs[:, tok.eos_token_id]
+            if neutral:
+                assert torch.allclose(eos, lm[:, tok.eos_token_id], atol=1e-6)
+            else:
+                assert bool((eos > 10 * lm[:, tok.eos_token_id]).all())
+            assert torch.allclose(probs.sum(-1), torch.ones(len(PROMPTS)), atol=1e-5)

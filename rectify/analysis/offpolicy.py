@@ -132,6 +132,8 @@ def log_ratios(lm: Any, value_model: Any, trajectories: Sequence[Trajectory], ru
     q_state, q_spread = np.zeros(n), np.zeros(n)
     last_adv, last_safer = np.zeros(n), np.zeros(n)
     done = 0
+    eos = getattr(getattr(value_model, "tokenizer", None), "eos_token_id", None)
+    stop_ids = torch.tensor([eos]) if eos is not None else None  # for stop-neutral rules
     for batch in tqdm(list(_batches(trajectories, batch_size)), desc="log-ratios", disable=not progress):
         ids, mask, rows_t, cols_t = _pad_with_steps(batch)
         actions = ids[rows_t, cols_t + 1]
@@ -152,7 +154,7 @@ def log_ratios(lm: Any, value_model: Any, trajectories: Sequence[Trajectory], ru
         last_adv[owner[is_last]] = (q_taken - expected).squeeze(-1).double().numpy()[is_last]
         last_safer[owner[is_last]] = (probs * (q > q_taken)).sum(-1).double().numpy()[is_last]
         for r, rule in enumerate(rules):
-            rectified = rectify_probs(probs, q, rule).probs
+            rectified = rectify_probs(probs, q, rule, stop_ids=stop_ids).probs
             step = torch.log(rectified.gather(-1, actions[:, None]).squeeze(-1)) - log_p
             np.add.at(log_w[r], owner, step.double().numpy())
         done += len(batch)

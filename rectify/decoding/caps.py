@@ -23,6 +23,12 @@ clean ending*: the per-step factors ``(1 + Q(s_t, a_t)) / (1 + V(s_t))`` multipl
 trajectories and to 0 on dead ends (a Doob h-transform). ``beta > 1`` sharpens it to make up for a Q_D that
 under-ranks risk. The caps then still apply to the reweighted distribution, so the security condition holds.
 
+``stop_neutral`` (on in ``decoding=rectified``): the tilt leaves the LM's probability of *stopping* (EOS) as it
+is and reweights only what is said. Q_D's training trajectories never take the stop token (continuations end
+by length or are cut at their toxic onset), so its Q there is an untrained extrapolation, and a large tilt
+turned it into a push to stop: on the demo's dev prompts tilt 64 raised continuations of at most 3 words by
+7 points, stop-neutral by 1 at the same cut (docs/results.md).
+
 ``p_min > 0`` keeps every token reachable (caps in ``(0, 1]``) so the projection always has a
 finite-KL answer unless every token is a dead end.
 """
@@ -48,6 +54,7 @@ class CapConfig:
     q_scale: float = 1.0
     q_baseline: str = "zero"
     tilt: float = 0.0  # beta of the clean-ending reweighting p(a) (1 + Q)^beta before the caps; 0 = off (the paper)
+    stop_neutral: bool = False  # the tilt keeps the LM's stop (EOS) probability; needs ``stop`` in ``reweight``
 
     def __post_init__(self) -> None:
         if self.mode not in CAP_MODES:
@@ -68,19 +75,31 @@ class CapConfig:
         """True when Q enters the cap untransformed (no baseline, scale 1)."""
         return self.q_baseline == "zero" and self.q_scale == 1.0
 
-    def reweight(self, q: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    def reweight(self, q: torch.Tensor, probs: torch.Tensor, stop: torch.Tensor | None = None) -> torch.Tensor:
         """``probs`` tilted toward clean endings, ``∝ probs (1 + Q)^tilt`` (unchanged when ``tilt == 0``).
 
         Computed in float32 or wider; ``1 + Q`` is floored at ``p_min`` so no token's weight is exactly 0, and
         a row whose weights all vanish keeps its distribution (the caps' dead-end fallback then decides).
+        ``stop``: a bool mask of the stop tokens (broadcastable to ``probs``); with ``stop_neutral`` they keep
+        their probability and the tilt shares out only the rest of the mass.
         """
         if self.tilt == 0:
             return probs
         dtype = torch.promote_types(probs.dtype, torch.float32)
+        p = probs.to(dtype)
         safe = (1.0 + q.to(dtype).clamp(-1.0, 0.0)).clamp_min(max(self.p_min, 1e-12))
-        w = probs.to(dtype) * safe.pow(self.tilt)
-        total = w.sum(-1, keepdim=True)
-        return torch.where(total > 0, w / total.clamp_min(1e-30), probs.to(dtype))
+        w = p * safe.pow(self.tilt)
+        if not self.stop_neutral:
+            total = w.sum(-1, keepdim=True)
+            return torch.where(total > 0, w / total.clamp_min(1e-30), p)
+        if stop is None:
+            raise ValueError("stop_neutral needs the stop (EOS) tokens: pass reweight(..., stop=mask)")
+        stop = stop.to(p.device).expand_as(p)
+        kept = torch.where(stop, p, 0.0)
+        w = torch.where(stop, 0.0, w)
+        rest = w.sum(-1, keepdim=True)
+        share = (p.sum(-1, keepdim=True) - kept.sum(-1, keepdim=True)).clamp_min(0.0)
+        return torch.where(rest > 0, kept + w / rest.clamp_min(1e-30) * share, p)
 
     def compute(self, q: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
         """Caps for every token from Q values in [-1, 0] (``[..., V]``; computed in float32 or wider).

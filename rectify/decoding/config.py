@@ -28,6 +28,7 @@ class DecodingConfig:
     q_scale: float = 1.0
     q_baseline: str = "zero"  # zero | policy
     tilt: float = 0.0  # p(a) (1 + Q)^tilt before the caps: 1 = the LM conditioned on a clean ending; 0 = off
+    stop_neutral: bool = True  # the tilt keeps the LM's probability of stopping (EOS); see rectify/decoding/caps.py
     q_head: str = "online"  # online | target
     do_sample: bool = True
     temperature: float = 1.0
@@ -65,7 +66,8 @@ class DecodingConfig:
     @property
     def caps(self) -> CapConfig:
         return CapConfig(epsilon=self.epsilon, p_min=self.p_min, p_max=self.p_max, mode=self.cap_mode,
-                         q_scale=self.q_scale, q_baseline=self.q_baseline, tilt=self.tilt)
+                         q_scale=self.q_scale, q_baseline=self.q_baseline, tilt=self.tilt,
+                         stop_neutral=self.stop_neutral)
 
     @classmethod
     def from_any(cls, cfg: Any = None, **overrides: Any) -> DecodingConfig:

@@ -33,11 +33,18 @@ class RectifyLogitsProcessor(LogitsProcessor):
     def __init__(self, value_model: Any, epsilon: float = 0.1, p_min: float = 1e-5, p_max: float = 1.0,
                  cap_mode: str = "original", temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                  attention_mask: torch.Tensor | None = None, q_head: str = "online", q_scale: float = 1.0,
-                 q_baseline: str = "zero", tilt: float = 0.0):
+                 q_baseline: str = "zero", tilt: float = 0.0, stop_neutral: bool = True,
+                 eos_token_id: int | list[int] | None = None):
         self.value_model = value_model.eval()
         # Validated here, before generate() starts.
         self.cap_rule = CapConfig(epsilon=epsilon, p_min=p_min, p_max=p_max, mode=cap_mode, q_scale=q_scale,
-                                  q_baseline=q_baseline, tilt=tilt)
+                                  q_baseline=q_baseline, tilt=tilt, stop_neutral=stop_neutral)
+        if eos_token_id is None:  # the stop tokens a stop-neutral tilt leaves alone: Q_D's tokenizer's by default
+            eos_token_id = getattr(getattr(value_model, "tokenizer", None), "eos_token_id", None)
+        if eos_token_id is None and stop_neutral and tilt > 0:
+            raise ValueError("a stop-neutral tilt needs the EOS id: pass eos_token_id (or stop_neutral=False)")
+        self.stop_ids = None if eos_token_id is None else torch.tensor(
+            [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), dtype=torch.long)
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.prompt_mask = attention_mask
         self.target = q_head == "target"
@@ -76,7 +83,8 @@ class RectifyLogitsProcessor(LogitsProcessor):
                              "generator's vocabulary (check rectify.lm.same_vocabulary on the tokenizers)")
         probs = torch.softmax(warp_logits(scores, self.temperature, self.top_k, self.top_p), -1)
         proj = rectify_probs(probs, q, self.cap_rule,
-                             fallback=lambda: torch.softmax(scores.float() / self.temperature, -1))
+                             fallback=lambda: torch.softmax(scores.float() / self.temperature, -1),
+                             stop_ids=self.stop_ids)
         self.dead_ends += int(proj.dead_end.sum())
         self.outside_support += int(proj.outside_support.sum())
         return torch.log(proj.probs).to(scores.dtype)

@@ -45,24 +45,37 @@ def row_generators(seeds: Sequence[int], k: int, device: torch.device | str = "c
     return [torch.Generator(device=device).manual_seed(row_seed(s, j)) for s in seeds for j in range(k)]
 
 
-def distribution(logits: torch.Tensor, q: torch.Tensor | None, cfg: DecodingConfig) -> tuple[torch.Tensor,
-                                                                                           Projection | None]:
+def distribution(logits: torch.Tensor, q: torch.Tensor | None, cfg: DecodingConfig,
+                 stop_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, Projection | None]:
     """The distribution to sample from: warped LM probabilities, projected under Q_D's caps when ``q``."""
     temperature = cfg.temperature if cfg.do_sample else 1.0
     warped = warp_logits(logits, temperature, cfg.top_k, cfg.top_p)
     probs = torch.softmax(warped, -1)
     if q is None:
         return probs, None
-    proj = rectify_probs(probs, q, cfg.caps, fallback=lambda: torch.softmax(logits.float() / temperature, -1))
+    proj = rectify_probs(probs, q, cfg.caps, fallback=lambda: torch.softmax(logits.float() / temperature, -1),
+                         stop_ids=stop_ids)
     return proj.probs, proj
 
 
+def stop_mask(stop_ids: torch.Tensor | None, vocab: int, device: torch.device | str) -> torch.Tensor | None:
+    """``[V]`` bool mask of the stop (EOS) token ids (those past ``vocab`` ignored), or None."""
+    if stop_ids is None:
+        return None
+    ids = torch.as_tensor(stop_ids, dtype=torch.long).flatten()
+    mask = torch.zeros(vocab, dtype=torch.bool, device=device)
+    mask[ids[ids < vocab].to(device)] = True
+    return mask
+
+
 def rectify_probs(probs: torch.Tensor, q: torch.Tensor, rule: CapConfig,
-                  fallback: Callable[[], torch.Tensor] | None = None) -> Projection:
+                  fallback: Callable[[], torch.Tensor] | None = None,
+                  stop_ids: torch.Tensor | None = None) -> Projection:
     """``probs`` reweighted toward clean endings, capped by Q (``[N, >= V]``, cut to the vocabulary) and
-    KL-projected onto the caps; ``fallback`` gives the distribution to follow when only dead ends are left."""
+    KL-projected onto the caps; ``fallback`` gives the distribution to follow when only dead ends are left;
+    ``stop_ids``: the EOS ids, whose probability a ``stop_neutral`` rule's tilt leaves as it is."""
     q = q[:, : probs.shape[-1]].to(probs.device)
-    probs = rule.reweight(q, probs)
+    probs = rule.reweight(q, probs, stop=stop_mask(stop_ids, probs.shape[-1], probs.device))
     return project(probs, rule.compute(q, probs), fallback=fallback)
 
 

@@ -44,8 +44,21 @@ RESUME_KEYS = ("prompts_path", "value_model_path", "untrained_value_model", "val
                "seed", "lm", "decoding")
 
 
+# Decoding keys added after runs were recorded, with the value that draws what those runs drew (a run recorded
+# before a key existed is compared as if it had this value).
+LEGACY_DECODING = {"stop_neutral": False}
+
+
+def _with_legacy(config: dict[str, Any]) -> dict[str, Any]:
+    decoding = config.get("decoding")
+    if not isinstance(decoding, dict):
+        return config
+    return {**config, "decoding": {**LEGACY_DECODING, **decoding}}
+
+
 def resume_conflicts(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """``key: before -> now`` for every generation-defining key (``RESUME_KEYS``) that differs."""
+    previous = _with_legacy(previous)
     before = flatten({k: previous.get(k) for k in RESUME_KEYS})
     now = flatten({k: current.get(k) for k in RESUME_KEYS})
     return [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))

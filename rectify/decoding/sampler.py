@@ -158,7 +158,8 @@ class RectifiedSampler:
     def _rectify_full(self, logits: torch.Tensor, probs: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, Any]:
         # Only when top-k/top-p kept nothing but dead ends: extra mass follows the untruncated LM.
         proj = rectify_probs(probs, q, self.cap_rule,
-                             fallback=lambda: torch.softmax(logits.float() / self.cfg.temperature, -1))
+                             fallback=lambda: torch.softmax(logits.float() / self.cfg.temperature, -1),
+                             stop_ids=self.eos_ids)
         return proj.probs, proj
 
     @property
@@ -182,7 +183,8 @@ class RectifiedSampler:
         p_s = torch.where(sup.valid, torch.gather(probs, -1, sup.index), 0.0)
         mass = p_s.sum(-1, keepdim=True)
         q_s = q_on_support(self.value_model, q_hidden, sup.index, target).to(probs.device)
-        p_n = torch.where(sup.valid, self.cap_rule.reweight(q_s, p_s / mass), 0.0)  # on the support: exact
+        stop = torch.isin(sup.index, self.eos_ids.to(sup.index.device)) & sup.valid
+        p_n = torch.where(sup.valid, self.cap_rule.reweight(q_s, p_s / mass, stop=stop), 0.0)  # on the support: exact
         caps = torch.where(sup.valid, self.cap_rule.compute(q_s, p_n), 0.0)
         # Kept tokens' caps short of their mass: dead end or mass outside the support; the full head decides.
         full = (caps.sum(-1, keepdim=True) < mass).squeeze(-1)

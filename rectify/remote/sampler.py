@@ -113,7 +113,7 @@ class RemoteSampler:
                 logits = logits.float()
                 if t < cfg.min_new_tokens:
                     logits = logits.index_fill(-1, self.eos_ids, float("-inf"))
-                probs, proj = distribution(logits, q[alive] if q is not None else None, cfg)
+                probs, proj = distribution(logits, q[alive] if q is not None else None, cfg, self.eos_ids)
                 row_steps += len(active)
                 if proj is not None:
                     dead += int(proj.dead_end.sum())

@@ -81,7 +81,8 @@ class Engine:
         for members in groups.values():
             idx = torch.tensor(members)
             cfg = configs[members[0]]
-            p, proj = distribution(logits[idx], q[idx] if cfg.rectify and q is not None else None, cfg)
+            p, proj = distribution(logits[idx], q[idx] if cfg.rectify and q is not None else None, cfg,
+                                   self.sampler.eos_ids)
             probs[idx] = p
             if proj is not None:
                 dead[idx], outside[idx] = proj.dead_end.cpu(), proj.outside_support.cpu()

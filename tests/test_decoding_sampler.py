@@ -214,3 +214,23 @@ def test_policy_baseline_caps_hold_on_sampled_distribution(models):
     caps = caps_from_q(q[:, : len(tok)], 0.3, 1e-5, mode="normalized", q_scale=20.0, q_baseline="policy", probs=plain)
     assert (probs <= caps + 1e-6).all() and torch.allclose(probs.sum(-1), torch.ones(3), atol=1e-5)
     assert not torch.allclose(probs, plain, atol=1e-4)  # the caps bind somewhere
+
+
+def test_logits_processor_with_a_stop_neutral_tilt_matches_the_loop():
+    """The processor's tilt keeps P(EOS) (Q_D's tokenizer gives the stop id) and equals the sampler's step."""
+    gen, tok = load_lm(tiny_lm_config("llama"))
+    q = torch.full((len(tok),), -0.3)
+    q[tok.eos_token_id] = 0.0   # stopping rated safe, everything else risky
+    vm = constant_q_model("llama", q)
+    loop = RectifiedSampler(gen, tok, vm, DecodingConfig(tilt=16.0, epsilon=0.0))
+    ids, mask = loop.encode(PROMPTS)
+    scores = gen(input_ids=ids, attention_mask=mask).logits[:, -1, : len(tok)].detach()
+    scores[:, tok.eos_token_id] = scores.max(-1).values   # a stop worth watching
+    lm_eos = torch.softmax(scores, -1)[:, tok.eos_token_id]
+    p = RectifyLogitsProcessor(vm, epsilon=0.0, tilt=16.0, attention_mask=mask)(ids, scores).exp()
+    assert torch.allclose(p[:, tok.eos_token_id], lm_eos, atol=1e-6)
+    qh = vm.hidden_states(ids, mask)[0][:, -1]
+    step, _, _ = loop.step_distribution(scores, qh, {})
+    assert torch.allclose(p, step, atol=1e-6)
+    tilted = RectifyLogitsProcessor(vm, epsilon=0.0, tilt=16.0, stop_neutral=False, attention_mask=mask)(ids, scores)
+    assert bool((tilted.exp()[:, tok.eos_token_id] > 10 * lm_eos).all())

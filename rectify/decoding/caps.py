@@ -27,7 +27,7 @@ under-ranks risk. The caps then still apply to the reweighted distribution, so t
 is and reweights only what is said. Q_D's training trajectories never take the stop token (continuations end
 by length or are cut at their toxic onset), so its Q there is an untrained extrapolation, and a large tilt
 turned it into a push to stop: on the demo's dev prompts tilt 64 raised continuations of at most 3 words by
-7 points, stop-neutral by 1 at the same cut (docs/results.md).
+7 points, stop-neutral by 1, for a worst-judge cut 5 points smaller (docs/results.md, "A stop-neutral tilt").
 
 ``p_min > 0`` keeps every token reachable (caps in ``(0, 1]``) so the projection always has a
 finite-KL answer unless every token is a dead end.

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rectify.data.eval_split import DEV, TEST, write_prompt_subset
 from rectify.data.jsonl import count_complete
-from rectify.decoding.runner import RESUME_KEYS, resume_conflicts
+from rectify.decoding.runner import RESUME_KEYS, plain_container, resume_conflicts
 from rectify.report.summary import demo_summary
 from rectify.selection import DEV_TABLE, SELECTED, record_candidate
 
@@ -87,16 +87,6 @@ def generated(target: Path, wanted: int) -> bool:
     return count_complete(out) == wanted
 
 
-def _plain_node(cfg: DictConfig, key: str) -> Any:
-    node = OmegaConf.select(cfg, key)
-    if not isinstance(node, DictConfig):
-        return node
-    try:
-        return OmegaConf.to_container(node, resolve=True)
-    except Exception:  # noqa: BLE001 - an interpolation only a Hydra run resolves (never in these keys today)
-        return OmegaConf.to_container(node, resolve=False)
-
-
 def planned_config(overrides: Sequence[str]) -> dict[str, Any]:
     """What decides a run's samples (generate.py's ``RESUME_KEYS``) in the config these overrides compose."""
     keep = [o for o in overrides if not o.startswith(("hydra.", "output_path="))]
@@ -105,7 +95,7 @@ def planned_config(overrides: Sequence[str]) -> dict[str, Any]:
     else:
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
             cfg = compose("generate", overrides=keep)
-    return {k: _plain_node(cfg, k) for k in RESUME_KEYS}
+    return {k: plain_container(OmegaConf.select(cfg, k)) for k in RESUME_KEYS}
 
 
 def _same_paths(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -116,13 +106,14 @@ def _same_paths(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def stale_reason(target: Path, planned: Mapping[str, Any], wanted: int) -> str | None:
+def stale_reason(target: Path, overrides: Sequence[str], wanted: int) -> str | None:
     """Why ``target``'s finished or partial run cannot serve this one (None when it can, or there is none).
 
     Why: an earlier demo version or settings may have drawn a run from other prompts, more of them, or under
     another rule (e.g. a changed default in ``configs/decoding/``). generate.py refuses to resume such a run, and a
     complete one would otherwise be reused as if this rule had drawn it. A smaller earlier limit under the same
-    config is not stale: generate.py resumes it.
+    config is not stale: generate.py resumes it. ``overrides``: the run's generate.py overrides (composed only
+    when there is a recorded run to compare).
     """
     out, meta = target / "generations.jsonl", target / "generations.jsonl.meta.json"
     if not out.is_file() or not meta.is_file():
@@ -130,7 +121,7 @@ def stale_reason(target: Path, planned: Mapping[str, Any], wanted: int) -> str |
     if (n := count_complete(out)) > wanted:
         return f"holds {n} prompts, more than the {wanted} asked for"
     recorded = json.loads(meta.read_text(encoding="utf-8")).get("config") or {}
-    conflicts = resume_conflicts(_same_paths(recorded), _same_paths(planned))
+    conflicts = resume_conflicts(_same_paths(recorded), _same_paths(planned_config(overrides)))
     if conflicts:
         return "was drawn under another config (" + "; ".join(conflicts[:3]) + ("; ..." if len(conflicts) > 3 else "") + ")"
     return None
@@ -251,7 +242,7 @@ class Demo:
             title = f"generate on {split} prompts [{i}/{len(runs)}] {name}"
             target = self.out / split / "generations" / name
             overrides = [*common, *extra, f"output_path={target}/generations.jsonl", f"hydra.run.dir={target}/run"]
-            if why := stale_reason(target, planned_config(overrides), wanted):
+            if why := stale_reason(target, overrides, wanted):
                 moved = set_aside(target, self.out / split / "replaced")
                 print(f"{target} {why}: an earlier demo's run, moved to {moved}", flush=True)
             if generated(target, wanted):

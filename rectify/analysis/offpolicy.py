@@ -27,7 +27,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from rectify.decoding.caps import CapConfig
-from rectify.decoding.rows import rectify_probs
+from rectify.decoding.rows import rectify_probs, stop_ids_of
 
 
 @dataclass
@@ -132,8 +132,7 @@ def log_ratios(lm: Any, value_model: Any, trajectories: Sequence[Trajectory], ru
     q_state, q_spread = np.zeros(n), np.zeros(n)
     last_adv, last_safer = np.zeros(n), np.zeros(n)
     done = 0
-    eos = getattr(getattr(value_model, "tokenizer", None), "eos_token_id", None)
-    stop_ids = torch.tensor([eos]) if eos is not None else None  # for stop-neutral rules
+    stop_ids = stop_ids_of(value_model)  # for stop-neutral rules
     for batch in tqdm(list(_batches(trajectories, batch_size)), desc="log-ratios", disable=not progress):
         ids, mask, rows_t, cols_t = _pad_with_steps(batch)
         actions = ids[rows_t, cols_t + 1]

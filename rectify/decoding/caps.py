@@ -71,6 +71,11 @@ class CapConfig:
             raise ValueError(f"tilt must be >= 0, got {self.tilt}")
 
     @property
+    def needs_stop(self) -> bool:
+        """True when ``reweight`` must be told the stop tokens (a stop-neutral tilt)."""
+        return self.stop_neutral and self.tilt > 0
+
+    @property
     def is_paper_rule(self) -> bool:
         """True when Q enters the cap untransformed (no baseline, scale 1)."""
         return self.q_baseline == "zero" and self.q_scale == 1.0
@@ -89,7 +94,7 @@ class CapConfig:
         p = probs.to(dtype)
         safe = (1.0 + q.to(dtype).clamp(-1.0, 0.0)).clamp_min(max(self.p_min, 1e-12))
         w = p * safe.pow(self.tilt)
-        if not self.stop_neutral:
+        if not self.needs_stop:
             total = w.sum(-1, keepdim=True)
             return torch.where(total > 0, w / total.clamp_min(1e-30), p)
         if stop is None:

@@ -22,7 +22,7 @@ import torch
 from transformers import LogitsProcessor
 
 from rectify.decoding.caps import CapConfig
-from rectify.decoding.rows import rectify_probs
+from rectify.decoding.rows import rectify_probs, stop_ids_of
 from rectify.decoding.warping import warp_logits
 from rectify.lm import position_ids_from_mask
 
@@ -39,12 +39,9 @@ class RectifyLogitsProcessor(LogitsProcessor):
         # Validated here, before generate() starts.
         self.cap_rule = CapConfig(epsilon=epsilon, p_min=p_min, p_max=p_max, mode=cap_mode, q_scale=q_scale,
                                   q_baseline=q_baseline, tilt=tilt, stop_neutral=stop_neutral)
-        if eos_token_id is None:  # the stop tokens a stop-neutral tilt leaves alone: Q_D's tokenizer's by default
-            eos_token_id = getattr(getattr(value_model, "tokenizer", None), "eos_token_id", None)
-        if eos_token_id is None and stop_neutral and tilt > 0:
+        self.stop_ids = stop_ids_of(value_model, eos_token_id)   # Q_D's tokenizer's EOS unless given
+        if self.stop_ids is None and self.cap_rule.needs_stop:
             raise ValueError("a stop-neutral tilt needs the EOS id: pass eos_token_id (or stop_neutral=False)")
-        self.stop_ids = None if eos_token_id is None else torch.tensor(
-            [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), dtype=torch.long)
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.prompt_mask = attention_mask
         self.target = q_head == "target"

@@ -8,6 +8,7 @@ full support the remote generator draws the tokens the local sampler draws for t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -68,6 +69,15 @@ def stop_mask(stop_ids: torch.Tensor | None, vocab: int, device: torch.device | 
     return mask
 
 
+def stop_ids_of(value_model: Any, eos_token_id: int | Sequence[int] | None = None) -> torch.Tensor | None:
+    """The stop ids a stop-neutral tilt leaves alone: ``eos_token_id``, else Q_D's tokenizer's EOS (None if neither)."""
+    if eos_token_id is None:
+        eos_token_id = getattr(getattr(value_model, "tokenizer", None), "eos_token_id", None)
+    if eos_token_id is None:
+        return None
+    return torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), dtype=torch.long)
+
+
 def rectify_probs(probs: torch.Tensor, q: torch.Tensor, rule: CapConfig,
                   fallback: Callable[[], torch.Tensor] | None = None,
                   stop_ids: torch.Tensor | None = None) -> Projection:
@@ -75,7 +85,8 @@ def rectify_probs(probs: torch.Tensor, q: torch.Tensor, rule: CapConfig,
     KL-projected onto the caps; ``fallback`` gives the distribution to follow when only dead ends are left;
     ``stop_ids``: the EOS ids, whose probability a ``stop_neutral`` rule's tilt leaves as it is."""
     q = q[:, : probs.shape[-1]].to(probs.device)
-    probs = rule.reweight(q, probs, stop=stop_mask(stop_ids, probs.shape[-1], probs.device))
+    stop = stop_mask(stop_ids, probs.shape[-1], probs.device) if rule.needs_stop else None
+    probs = rule.reweight(q, probs, stop=stop)
     return project(probs, rule.compute(q, probs), fallback=fallback)
 
 

@@ -28,7 +28,7 @@ from rectify.precision import resolve_dtype
 log = logging.getLogger(__name__)
 
 
-def _container(cfg: Any) -> Any:
+def plain_container(cfg: Any) -> Any:
     """Plain dict of a config, resolved where possible (``${hydra:...}`` fails outside a Hydra run)."""
     if not isinstance(cfg, DictConfig):
         return cfg
@@ -103,7 +103,7 @@ def load_value_model(cfg: Any, dec: DecodingConfig, lm_cfg: Any, device: torch.d
             vm = ValueModel.from_pretrained(path, device=device, calibration=dec.calibration)
         elif cfg.get("untrained_value_model"):
             log.warning("untrained Q_D (smoke run): the caps are meaningless")
-            vm = ValueModel.from_lm(lm_cfg, _container(cfg.get("value_config") or {})).to(device)
+            vm = ValueModel.from_lm(lm_cfg, plain_container(cfg.get("value_config") or {})).to(device)
         else:
             raise ValueError("decoding.rectify=true needs value_model_path=<dir saved by scripts/train.py> "
                              "(or decoding=plain / decoding.rectify=false for the plain baseline)")
@@ -136,7 +136,7 @@ def run_generation(cfg: Any) -> dict[str, Any]:
                          "prompts: is it the output of another prompt file?")
     meta: dict[str, Any] = {"counts": {"prompts": 0, "row_steps": 0, "dead_ends": 0, "outside_support": 0},
                             "seconds": 0.0}
-    config = _container(cfg)
+    config = plain_container(cfg)
     if done and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         conflicts = resume_conflicts(meta.get("config") or {}, config) if meta.get("config") else []

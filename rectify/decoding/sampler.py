@@ -183,7 +183,8 @@ class RectifiedSampler:
         p_s = torch.where(sup.valid, torch.gather(probs, -1, sup.index), 0.0)
         mass = p_s.sum(-1, keepdim=True)
         q_s = q_on_support(self.value_model, q_hidden, sup.index, target).to(probs.device)
-        stop = torch.isin(sup.index, self.eos_ids.to(sup.index.device)) & sup.valid
+        stop = (torch.isin(sup.index, self.eos_ids.to(sup.index.device)) & sup.valid
+                if self.cap_rule.needs_stop else None)
         p_n = torch.where(sup.valid, self.cap_rule.reweight(q_s, p_s / mass, stop=stop), 0.0)  # on the support: exact
         caps = torch.where(sup.valid, self.cap_rule.compute(q_s, p_n), 0.0)
         # Kept tokens' caps short of their mass: dead end or mass outside the support; the full head decides.

@@ -3,9 +3,9 @@
 Input: a directory of evaluated generation runs (``<root>/<run>/generations.jsonl`` each with the
 ``generations.eval.json`` that ``scripts/evaluate.py`` writes beside it), one of them the plain baseline. The
 rows are read with :func:`rectify.report.gather.gather` and compared with the baseline by
-:func:`rectify.report.table.deltas`, the same numbers the report shows. Default criterion: the largest mean
-relative Toxicity Probability cut over the judges that did not label Q_D's data (or, with ``aggregate: min``,
-the largest cut that every judge agrees on), among the candidates whose
+:func:`rectify.report.table.deltas`, the same numbers the report shows. Default criterion (the recipe's): the
+largest relative Toxicity Probability cut that every judge that did not label Q_D's data agrees on, i.e. the worst
+judge's (or, with ``aggregate: mean``, the mean cut over them), among the candidates whose
 perplexity rises at most 20% and whose Dist-3 falls at most 0.05; ties go to the lower perplexity. When no
 candidate is eligible nothing is selected (``selected: null``) and the least-bad one is named, so a caller
 can report it as a failure instead of silently using it. Optional (``max_short_increase``): a budget on the rise
@@ -38,7 +38,7 @@ class Criterion:
 
     judges: tuple[str, ...] = ("profanity_svm", "jigsaw_lstm_tcc")
     metric: str = "tox_prob"        # tox_prob | emt: the relative cut of this metric under each of `judges`
-    aggregate: str = "mean"         # mean | min: the score is the mean cut over `judges`, or the worst judge's cut
+    aggregate: str = "min"          # min | mean: the score is the worst judge's cut, or the mean cut over `judges`
     subset: str = "nontoxic"        # the paper's setting
     baseline: str = "plain"         # the run every candidate is compared with
     max_ppl_increase: float = 0.20  # relative perplexity rise allowed
@@ -134,9 +134,13 @@ def rows_by_run(root: str | Path, subset: str) -> dict[str, list[dict[str, Any]]
 
 
 def _hydra_overrides(gen_file: Path) -> list[str]:
-    """The command-line overrides generate.py recorded (``.hydra/overrides.yaml`` beside, in ``run/`` or above)."""
+    """The command-line overrides generate.py recorded: in its sidecar (since the sidecar kept them), else
+    ``.hydra/overrides.yaml`` beside, in ``run/`` or above."""
     from omegaconf import OmegaConf
 
+    recorded = read_meta(gen_file).get("overrides")
+    if isinstance(recorded, list):
+        return [str(x) for x in recorded]
     for d in (gen_file.parent, gen_file.parent / "run", gen_file.parent.parent):
         f = d / ".hydra" / "overrides.yaml"
         if f.is_file():

@@ -284,7 +284,8 @@ class ValueModel(nn.Module):
         # a pre-hook rather than output_hidden_states: the latter came back None in ddp_spawn workers
         handle = transformer_layers(self.backbone)[k].register_forward_pre_hook(grab, with_kwargs=True)
         try:
-            base(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, return_dict=True)
+            base(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False,
+                 return_dict=True)
         except _StopForward:
             pass
         finally:
@@ -304,8 +305,10 @@ class ValueModel(nn.Module):
         if isinstance(layer_types, list):
             cfg.layer_types = layer_types[k:]  # Gemma indexes masks by a block's position in the list
         try:
+            # no KV cache: Gemma would build one from the sliced layer list, which its blocks' own layer_idx
+            # (positions in the full list) would index past
             out = base(inputs_embeds=lower.to(dtype), attention_mask=attention_mask, position_ids=pos,
-                       return_dict=True)
+                       use_cache=False, return_dict=True)
         finally:
             base._modules[attr] = layers
             if isinstance(layer_types, list):

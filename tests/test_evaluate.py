@@ -135,6 +135,10 @@ def test_describe_run_plain_and_overrides(tmp_path):
     assert math.isnan(row["dead_end_fallback_rate"])  # no counts anywhere: tolerated
     assert describe_run({}, {"decoding.epsilon": "0.3"})["method"] == "rectified"
     assert describe_run({}, {})["method"] == "unknown"
+    # the sidecar, written with the generations, wins over overrides a later (refused) run in the same dir rewrote
+    recorded = {"config": {"decoding": {"rectify": True, "epsilon": 0.05}, "value_model_path": None}}
+    assert describe_run(recorded, {"decoding.epsilon": "0.2"})["epsilon"] == 0.05
+    assert describe_run(recorded, {"decoding.rectify": "false"})["method"] == "rectified"
 
 
 def test_generate_sidecar_and_qd_metadata(tmp_path):

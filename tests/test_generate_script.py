@@ -81,6 +81,20 @@ def test_resume_under_another_config_is_refused(tmp_path, prompt_file):
     assert len(lines(out)) == len(PROMPTS)
 
 
+def test_the_sidecar_keeps_the_first_runs_command_line(tmp_path, prompt_file, monkeypatch):
+    """The overrides that drew a file are kept with it (.hydra/overrides.yaml belongs to the latest run in the dir)."""
+    import rectify.decoding.runner as runner
+
+    out = tmp_path / "g.jsonl"
+    monkeypatch.setattr(runner, "command_overrides", lambda: ["decoding.epsilon=0.1", "limit=2"])
+    run_generation(smoke_cfg(tmp_path, out, "limit=2", "decoding.epsilon=0.1"))
+    monkeypatch.setattr(runner, "command_overrides", lambda: ["decoding.epsilon=0.1", "batch_size=1"])
+    meta = run_generation(smoke_cfg(tmp_path, out, "decoding.epsilon=0.1", "batch_size=1"))  # resumed
+    assert meta["overrides"] == ["decoding.epsilon=0.1", "limit=2"]
+    monkeypatch.undo()
+    assert runner.command_overrides() == []   # outside a Hydra job
+
+
 def test_plain_and_txt_prompts(tmp_path):
     (tmp_path / "p.txt").write_text("Hello there\nYou are a\n")
     out = tmp_path / "plain.jsonl"

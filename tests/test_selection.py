@@ -42,7 +42,7 @@ def test_the_budgets_and_judges_come_from_the_criterion(tmp_path):
     # under hatesonar alone q4 cuts 75%, eps_0.1 nothing (not eligible: a rule must cut)
     rec = select(tmp_path, Criterion(judges=("hatesonar",)))
     assert rec["selected"] == "q4_eps_0.05" and rec["runner_up"] is None
-    assert "mean cut +0.0% <= 0%" in by_name(rec)["eps_0.1"]["reasons"]
+    assert "min cut +0.0% <= 0%" in by_name(rec)["eps_0.1"]["reasons"]
     with pytest.raises(ValueError, match="metric"):
         Criterion.from_any({"metric": "ppl"})
 
@@ -94,6 +94,16 @@ def test_run_names_and_rule_overrides(tmp_path):
     assert rule_overrides(gen) == ["decoding=plain", "decoding.top_p=0.9"]
 
 
+def test_rule_overrides_come_from_the_sidecar_first(tmp_path):
+    """A later run in the same run dir (even one refused for another config) rewrites .hydra/overrides.yaml; the
+    overrides kept in the generations' sidecar are what drew them."""
+    gen = write_run(tmp_path, "x", {"s": (0.1, 0.1)}, ppl=1.0, overrides=["decoding.epsilon=0.2"])
+    sidecar = gen.with_name(gen.name + ".meta.json")
+    meta = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps(meta | {"overrides": ["decoding.epsilon=0.05", "batch_size=8"]}))
+    assert rule_overrides(gen) == ["decoding.epsilon=0.05"]
+
+
 def test_script_writes_selected_and_dev_table(tmp_path):
     dev_sweep(tmp_path / "dev")
     out = tmp_path / "out"
@@ -116,8 +126,8 @@ def test_min_aggregate_prefers_the_cut_every_judge_agrees_on(tmp_path):
                                      "hatesonar": (0.36, 0.3)}, ppl=52.0, overrides=["decoding.tilt=8"])
     write_run(tmp_path, "even", {j: (0.20, 0.2) for j in JUDGES}, ppl=54.0, overrides=["decoding.tilt=4"])
     judges = tuple(JUDGES)
-    assert select(tmp_path, Criterion(judges=judges))["selected"] == "lopsided"  # mean cut 63% vs 50%
-    rec = select(tmp_path, Criterion(judges=judges, aggregate="min"))
+    assert select(tmp_path, Criterion(judges=judges, aggregate="mean"))["selected"] == "lopsided"  # 63% vs 50%
+    rec = select(tmp_path, Criterion(judges=judges))   # the default (the recipe's): the worst judge's cut
     assert rec["selected"] == "even" and by_name(rec)["lopsided"]["score"] == pytest.approx(0.1)
     assert "cut vs `plain` on nontoxic prompts under the worst of profanity_svm" in rec["criterion"]["text"]
     with pytest.raises(ValueError, match="aggregate"):

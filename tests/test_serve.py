@@ -156,6 +156,10 @@ def test_rectify_per_request_caps_the_returned_logprobs(client, models):
     ({"model": MODEL, "prompt": "x", "epsilon": 2}, 400, "epsilon"),
     ({"model": MODEL}, 400, "prompt"),
     ({"model": MODEL, "messages": []}, 400, "messages"),
+    ({"model": MODEL, "prompt": "x", "stop": ["\n"]}, 400, "stop is not supported"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "presence_penalty": 0.5}, 400, "presence_penalty"),
+    ({"model": MODEL, "prompt": "x", "logit_bias": {"5": -100}}, 400, "logit_bias"),
+    ({"model": MODEL, "prompt": "x", "best_of": 3}, 400, "best_of"),
 ])
 def test_bad_requests_get_a_4xx_with_a_message(server, body, status, words):
     url = server[0] + ("/v1/chat/completions" if "messages" in body else "/v1/completions")
@@ -171,6 +175,16 @@ def test_malformed_json_and_unknown_routes(server):
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
     assert httpx.get(url + "/v1/nothing", timeout=30).status_code == 404
     assert httpx.get(url + "/health", timeout=30).json()["status"] == "ok"  # still serving
+
+
+def test_unimplemented_fields_pass_at_their_defaults(server):
+    """Clients that always send ``stop: null`` or zero penalties are served (only a value that would change the
+    text is refused)."""
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 2, "stop": None, "frequency_penalty": 0,
+            "presence_penalty": 0.0, "logit_bias": {}, "best_of": 1, "user": "someone"}
+    r = httpx.post(server[0] + "/v1/completions", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["choices"]) == 1
 
 
 def test_official_client_sees_typed_errors(client):

@@ -63,6 +63,15 @@ def test_too_short_text_named(tmp_path, gpt2_tok):
     assert len(ds) == 1 and ds.skipped == 1
 
 
+def test_a_prompt_longer_than_its_text_is_named(tmp_path, gpt2_tok, caplog):
+    path = _write(tmp_path, [GOOD, {"text": "oops, a char count", "reward": [0], "prompt_len": 99}])
+    records, _ = read_value_jsonl(path)
+    ds = TokenizedValueDataset(records, gpt2_tok, max_length=32)
+    assert len(ds) == 2   # kept: a warning, not an error
+    assert f"{path}:2: prompt_len 99 is more than the text's 5 tokens" in caplog.text
+    assert f"{path}:1" not in caplog.text
+
+
 def test_collate_pads_with_mask_not_token_ids(tmp_path, smollm2_tok):
     tok = smollm2_tok
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id

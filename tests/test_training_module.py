@@ -93,6 +93,35 @@ def test_resume_continues_step_optimizer_and_target(tmp_path):
     assert int(fresh.polyak_updates) == 4
 
 
+def test_checkpoints_keep_only_what_training_changes(tmp_path):
+    """Frozen weights (and the target head's copies of frozen head weights) are left out of checkpoints and put
+    back on resume from the config; a config that builds other frozen weights is refused."""
+    cfg = model_cfg(freeze_backbone=True, train_top_layers=1)
+    module = ValueLightningModule(cfg)
+    trainer = _fit(module, tmp_path / "a", max_steps=2)
+    ckpt = tmp_path / "two.ckpt"
+    trainer.save_checkpoint(ckpt)
+    saved = torch.load(ckpt, weights_only=False)["state_dict"]
+    fixed = module.fixed_weight_names()
+    trained = [n for n, p in module.named_parameters() if p.requires_grad]
+    assert fixed and trained and not set(fixed) & set(saved) and set(trained) <= set(saved)
+    assert "model.backbone.transformer.wte.weight" in fixed                      # a frozen embedding
+    assert any(k.startswith("model.target_head.") for k in saved)                # Polyak-updated: kept
+    for name in (n for n in fixed if n.startswith("model.target_head.")):
+        assert name.replace("model.target_head.", "model.head.", 1) in fixed     # only copies of frozen ones
+
+    fresh = ValueLightningModule(cfg)
+    _fit(fresh, tmp_path / "b", max_steps=2, ckpt_path=ckpt)                    # restores, nothing left to train
+    want = module.state_dict()
+    for k, v in fresh.state_dict().items():
+        torch.testing.assert_close(v, want[k], rtol=0, atol=0)
+
+    other = model_cfg(freeze_backbone=True, train_top_layers=1)
+    other["backbone"] = other["backbone"] | {"random_init": other["backbone"]["random_init"] | {"seed": 1}}
+    with pytest.raises(ValueError, match="other frozen weights"):
+        _fit(ValueLightningModule(other), tmp_path / "c", max_steps=2, ckpt_path=ckpt)
+
+
 def test_weight_decay_groups_and_frozen_params():
     module = ValueLightningModule(model_cfg(freeze_backbone=True, train_top_layers=0))
 

@@ -150,6 +150,23 @@ def test_cached_lower_layers_give_the_same_hidden(tiny_llama):
     assert len(transformer_layers(vm.backbone)) == 2  # the swap is undone
 
 
+def test_cached_lower_layers_on_gemma3():
+    """Gemma 3 (a sliding-window block below, a full one on top) builds its own cache from the config's layer
+    list when not told otherwise: the top block alone must still run, and match the full pass."""
+    from tests.test_kv_cache import tiny_gemma3
+
+    vm = ValueModel.from_backbone(tiny_gemma3(), {"train_top_layers": 1}).eval()
+    ids = torch.randint(5, 500, (2, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0   # left padding
+    with torch.no_grad():
+        full, _ = vm.hidden_states(ids, mask)
+        upper = vm.upper_hidden(vm.lower_hidden(ids, mask), mask)
+    real = mask.bool()
+    torch.testing.assert_close(upper[real], full[real], atol=1e-5, rtol=1e-4)
+    assert vm.backbone.config.layer_types == ["sliding_attention", "full_attention"]  # the swap is undone
+
+
 def test_cache_refuses_gpt2(tiny_gpt2):
     model, tok = tiny_gpt2
     vm = ValueModel.from_backbone(model, {"train_top_layers": 1}, tok)

@@ -122,6 +122,14 @@ def build_generator(cfg: Any) -> Any:
     return build_sampler(cfg)
 
 
+def command_overrides() -> list[str]:
+    """The running Hydra job's command-line overrides ([] outside Hydra). Kept in the generation's sidecar:
+    ``.hydra/overrides.yaml`` is rewritten by any later run in the same run dir, a refused one included."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return [str(o) for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []
+
+
 def run_generation(cfg: Any) -> dict[str, Any]:
     """Generate for every prompt not yet in ``cfg.output_path``; returns the metadata written."""
     out_path = Path(cfg.output_path)
@@ -146,6 +154,8 @@ def run_generation(cfg: Any) -> dict[str, Any]:
                              + "): resuming would mix two runs. Pass a new output_path, or delete it and "
                              f"{meta_path.name} to start over")
     meta["config"] = config
+    if not done:
+        meta["overrides"] = command_overrides()
     meta["counts"]["prompts"] = done
     todo = records[done:]
     if not todo:

@@ -71,6 +71,14 @@ def _lookup(flat: Mapping[str, Any], name: str) -> Any:
     return flat[hits[0]] if hits else None
 
 
+def _recorded(name: str, *sources: Mapping[str, Any]) -> Any:
+    """``name`` from the first source that holds it (see :func:`_lookup`), None when none does."""
+    for src in sources:
+        if name in src or any(k.endswith("." + name) for k in src):
+            return _lookup(src, name)
+    return None
+
+
 def _as_bool(v: Any) -> bool | None:
     if isinstance(v, bool) or v is None:
         return v
@@ -115,12 +123,13 @@ def qd_metadata(value_model_path: str | Path | None) -> dict[str, Any]:
 def describe_run(meta: Mapping[str, Any], overrides: Mapping[str, str]) -> dict[str, Any]:
     """Method / epsilon plus every metadata, override and Q_D key (prefixed ``meta.`` / ``override.`` /
     ``qd.``) so a report can find what was swept. Works with ``scripts/generate.py``'s sidecar
-    (``config.decoding.{rectify,epsilon}``, ``config.value_model_path``) and with flat keys."""
+    (``config.decoding.{rectify,epsilon}``, ``config.value_model_path``) and with flat keys. The sidecar wins:
+    it was written with the generations, while a later (even refused) run in the same run dir rewrites the
+    overrides."""
     flat = flatten(meta)
-    both = {**dict(overrides), **flat}
     method = _lookup(flat, "method")
-    rectify = _as_bool(_lookup(both, "rectify"))
-    epsilon = _as_float(_lookup(both, "epsilon"))
+    rectify = _as_bool(_recorded("rectify", flat, overrides))
+    epsilon = _as_float(_recorded("epsilon", flat, overrides))
     if method is None:
         if rectify is False:
             method = "plain"
@@ -134,7 +143,7 @@ def describe_run(meta: Mapping[str, Any], overrides: Mapping[str, str]) -> dict[
     out.update({f"meta.{k}": v for k, v in flat.items()})
     out.update({f"override.{k}": v for k, v in overrides.items()})
     if str(method) != "plain":
-        out.update(qd_metadata(_lookup(both, "value_model_path")))
+        out.update(qd_metadata(_recorded("value_model_path", flat, overrides)))
     return out
 
 

@@ -22,7 +22,8 @@ NOISE_WORDS = {
     "wall", "device", "progress", "limit",
 }
 NOISE_LAST = {"steps", "row_steps", "dead_ends", "dead_end_fallbacks", "outside_support", "shared_backbone",
-              "n_prompts", "n_generations"}
+              "n_prompts", "n_generations",
+              "overrides"}   # the generation's command line, kept in its sidecar: its config keys say what varied
 # Keys already shown as the method / epsilon columns.
 COVERED = {"method", "epsilon", "rectify"}
 IGNORED_PREFIXES = ("override.eval.", "override.hydra.", "override.report.", "override.logger", "qd.override.hydra.",

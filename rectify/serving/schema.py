@@ -1,7 +1,9 @@
 """Request bodies of the OpenAI-compatible endpoints, validated by pydantic (bad values -> HTTP 400).
 
 Only the fields this server honours are declared; other OpenAI fields (``user``, ...) are ignored, as
-vLLM does. Extensions: ``top_k``, ``rectify``, ``epsilon`` and ``return_tokens_as_token_ids``
+vLLM does, except those that would change the text and are not implemented (``stop``, the penalties,
+``logit_bias``, ``best_of``, ``echo``): their defaults (null, 0, empty) pass, any other value is a 400 rather
+than silently different text. Extensions: ``top_k``, ``rectify``, ``epsilon`` and ``return_tokens_as_token_ids``
 (vLLM's name: tokens are spelt ``"token_id:<id>"`` so a client maps them back to ids exactly).
 """
 
@@ -34,6 +36,18 @@ class SamplingFields(BaseModel):
     rectify: bool | None = None  # None: the server's default (decoding.rectify)
     epsilon: float | None = Field(None, ge=0.0, le=1.0)
     return_tokens_as_token_ids: bool = False
+    # OpenAI fields that would change the text, not implemented: accepted only at their defaults
+    stop: str | list[str] | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: dict[str, float] | None = None
+
+    @field_validator("stop", "frequency_penalty", "presence_penalty", "logit_bias")
+    @classmethod
+    def _not_implemented(cls, v, info):
+        if v:
+            raise ValueError(f"{info.field_name} is not supported by this server (send it empty or leave it out)")
+        return v
 
     @property
     def include_usage(self) -> bool:
@@ -51,6 +65,14 @@ class CompletionRequest(SamplingFields):
     max_tokens: int = Field(16, ge=1)
     logprobs: int | None = Field(None, ge=0)
     echo: bool = False
+    best_of: int | None = None
+
+    @field_validator("best_of")
+    @classmethod
+    def _no_best_of(cls, v: int | None) -> int | None:
+        if v not in (None, 1):
+            raise ValueError("best_of is not supported by this server (use n and choose client-side)")
+        return v
 
     @field_validator("prompt")
     @classmethod

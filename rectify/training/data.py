@@ -99,6 +99,12 @@ class TokenizedValueDataset(Dataset):
                 self.skipped += 1
                 log.warning("skipping %s", err)
                 continue
+            if rec.prompt_len is not None and rec.prompt_len > len(ids) and len(ids) < max_length:
+                # not an error: a word merging across the prompt's end can shift a count by a token, but a
+                # prompt longer than its whole text leaves this row nothing to learn as a continuation
+                log.warning("%s: prompt_len %d is more than the text's %d tokens (%s's tokenizer): is it a "
+                            "character count, or another tokenizer's?", rec.where, rec.prompt_len, len(ids),
+                            getattr(tokenizer, "name_or_path", "Q_D"))
             self.items.append({"input_ids": list(ids), "reward": rec.reward, "prompt_len": rec.prompt_len})
 
     def __len__(self) -> int:

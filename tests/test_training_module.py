@@ -122,6 +122,38 @@ def test_checkpoints_keep_only_what_training_changes(tmp_path):
         _fit(ValueLightningModule(other), tmp_path / "c", max_steps=2, ckpt_path=ckpt)
 
 
+def test_resume_with_a_frozen_head_holding_negative_zeros(tmp_path):
+    """The recipe's head (output rows = the LM's embeddings, frozen) has -0.0 where an embedding is 0; Polyak
+    averaging turns the target copy's -0.0 into +0.0. Same values: the resume must accept it and restore them."""
+    from rectify.lm import load_lm
+    from rectify.value_model import ValueModel
+
+    # polyak_alpha < 0.5: torch.lerp computes start + w (end - start), and -0.0 + 0.0 = +0.0
+    cfg = model_cfg(freeze_backbone=True, train_top_layers=1, init_from_lm_head=True, freeze_output_rows=True,
+                    polyak_alpha=0.1)
+
+    def build() -> ValueLightningModule:
+        lm, tok = load_lm(cfg["backbone"])
+        with torch.no_grad():
+            lm.get_output_embeddings().weight[:, :4] = 0.0   # exact zeros, as real embeddings have
+        return ValueLightningModule(cfg, model=ValueModel.from_backbone(lm, split_model_config(cfg)[1], tok))
+
+    module = build()
+    out = module.model.head.out.weight
+    assert bool(((out == 0) & torch.signbit(out)).any())            # the case: negative zeros in a fixed weight
+    trainer = _fit(module, tmp_path / "a", max_steps=2)
+    assert "model.target_head.out.weight" in module.fixed_weight_names()
+    target = module.model.target_head.out.weight
+    assert torch.equal(target, out) and not bool(((target == 0) & torch.signbit(target)).any())   # bits moved
+    ckpt = tmp_path / "two.ckpt"
+    trainer.save_checkpoint(ckpt)
+    fresh = build()
+    _fit(fresh, tmp_path / "b", max_steps=2, ckpt_path=ckpt)
+    want = module.state_dict()
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, want[k]), k                               # equal values (zeros of either sign)
+
+
 def test_weight_decay_groups_and_frozen_params():
     module = ValueLightningModule(model_cfg(freeze_backbone=True, train_top_layers=0))
 

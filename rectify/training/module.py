@@ -189,12 +189,13 @@ class ValueLightningModule(L.LightningModule):
         return [n for n in params if fixed(n)]
 
     def fixed_weight_fingerprint(self) -> str:
-        """A digest of the fixed weights' bytes (computed once: they do not change)."""
+        """A digest of the fixed weights' values (computed once: they do not change). Zeros are hashed as +0: the
+        Polyak step turns the target head's -0.0 into +0.0, a change of bits, not of value."""
         if getattr(self, "_fixed_fingerprint", None) is None:
             params = dict(self.named_parameters(remove_duplicate=False))
             h = hashlib.blake2b(digest_size=16)
             for name in sorted(self.fixed_weight_names()):
-                w = params[name].detach().cpu().contiguous()
+                w = (params[name].detach().cpu() + 0).contiguous()   # -0.0 + 0 = +0.0
                 h.update(f"{name}:{w.dtype}:{tuple(w.shape)};".encode())
                 h.update(w.reshape(-1).view(torch.uint8).numpy().tobytes())
             self._fixed_fingerprint = h.hexdigest()

@@ -13,6 +13,7 @@ import csv
 import json
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from rectify.data.eval_split import DEV, TEST, write_prompt_subset
 from rectify.data.jsonl import count_complete
 from rectify.decoding.runner import RESUME_KEYS, plain_container, resume_conflicts
 from rectify.report.summary import demo_summary
+from rectify.report.targets import KEYS as TARGET_KEYS
 from rectify.selection import DEV_TABLE, SELECTED, record_candidate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +48,16 @@ def run_stage(title: str, script: str, overrides: list[str], timings: dict[str, 
     timings[title] = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"demo stopped: stage '{title}' failed (exit {done.returncode}); rerun `make demo` to resume")
+
+
+def stop_stages_on_sigterm() -> None:
+    """Make ``kill <demo pid>`` stop the running stage too. By default SIGTERM ended the demo alone and left its
+    stage writing, so a rerun started a second writer; as an exception, it makes ``subprocess.run`` kill the
+    stage first (what Ctrl-C already did)."""
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def skip(title: str, why: str, timings: dict[str, float]) -> None:
@@ -197,9 +209,15 @@ class Demo:
         self.run("report on the test prompts (opens with the summary)", "report.py", [
             f"report.inputs=[{','.join(str(self.out / 'test' / 'generations' / n) for n in test_runs)}]",
             f"report.output_dir={self.out}", f"report.preamble={self.out / 'summary.md'}",
-            f"hydra.run.dir={self.out}/report_run",
+            *self.report_targets(), f"hydra.run.dir={self.out}/report_run",
         ], self.timings)
         return text
+
+    def report_targets(self) -> list[str]:
+        """The summary's targets as report.py overrides, every other target key null (the report's own set is the
+        headline's), so the report and the summary check the same bar."""
+        mine = OmegaConf.to_container(self.cfg.summary.targets, resolve=True) or {}
+        return [f"report.targets.{k}={mine.get(k, 'null')}" for k in sorted(TARGET_KEYS)]
 
     def build_and_train(self) -> None:
         cfg = self.cfg
@@ -297,6 +315,7 @@ class Demo:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="demo")
 def main(cfg: DictConfig) -> None:
+    stop_stages_on_sigterm()
     demo = Demo(cfg)
     text = demo()
     demo.print_context()

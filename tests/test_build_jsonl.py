@@ -56,6 +56,10 @@ def test_malformed_line_names_file_and_line(tmp_path):
     path.write_text('{"a": 1}\n\n{"a": oops}\n{"a": 3}\n')
     with pytest.raises(JSONLError, match=r"bad\.jsonl:3: malformed JSON"):
         read_jsonl(path)
+    from rectify.data.jsonl import parse_object
+
+    with pytest.raises(JSONLError, match=r"^f:1: malformed JSON \(Unterminated string starting at column 7\)$"):
+        parse_object('{"a": "unterminated', "f:1", JSONLError)
     path.write_text('{"a": 1}\n[1, 2]\n')
     with pytest.raises(JSONLError, match=r"bad\.jsonl:2: expected a JSON object"):
         read_jsonl(path)

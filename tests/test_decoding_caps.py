@@ -40,6 +40,10 @@ def test_policy_baseline_needs_probs_and_bad_values_are_rejected():
         CapConfig(q_baseline="max")
     with pytest.raises(ValueError, match="q_scale"):
         CapConfig(q_scale=0.0)
+    with pytest.raises(ValueError, match=r"decoding.epsilon must be in \[0, 1\], got -1"):
+        CapConfig(epsilon=-1.0)   # every cap would be >= 1: rectification silently off
+    with pytest.raises(ValueError, match="decoding.tilt must be >= 0"):
+        CapConfig(tilt=-5.0)
 
 
 @settings(max_examples=60, deadline=None)

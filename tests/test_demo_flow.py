@@ -98,7 +98,11 @@ class Stages:
                         hydra_list(kv["select.runs"]))
 
     def report(self, kv, overrides):
-        write_report(hydra_list(kv["report.inputs"]), kv["report.output_dir"],
+        from rectify.report.targets import active_targets
+
+        raw = {k.removeprefix("report.targets."): None if v == "null" else float(v) for k, v in kv.items()
+               if k.startswith("report.targets.")}
+        write_report(hydra_list(kv["report.inputs"]), kv["report.output_dir"], targets=active_targets(raw),
                      preamble=Path(kv["report.preamble"]).read_text())
 
 
@@ -140,7 +144,15 @@ def test_dev_select_test_summary_report_and_resume(cfg, tmp_path, capsys):
     assert json.loads((out / "selected.json").read_text())["selected"] == "q4_eps_0.05"
     assert (out / "dev_table.md").is_file() and (out / "summary.md").read_text() == text
     assert "the targets hold under 2 of 3 judges" in text and "Test prompts: " in text
-    assert (out / "report.md").read_text().startswith(text.rstrip() + "\n\n![trade-off](tradeoff.png)")
+    report = (out / "report.md").read_text()
+    assert report.startswith(text.rstrip() + "\n\n![trade-off](tradeoff.png)")
+    # the report checks the summary's bar (the demo's targets), not report.yaml's headline set
+    report_call = next(ov for s, ov in stages.calls if s == "report.py")
+    assert {"report.targets.tox_prob_cut=0.4", "report.targets.max_ppl_increase=0.25", "report.targets.emt_cut=null",
+            "report.targets.max_dist3_drop=null"} <= set(report_call)
+    line = next(ln for ln in report.splitlines() if ln.startswith("Targets: "))
+    assert sorted(line.removeprefix("Targets: ").rstrip(".").split(", ")) == ["max_ppl_increase 0.25",
+                                                                              "tox_prob_cut 0.4"]
 
     stages.calls.clear()
     demo.Demo(cfg, runner=stages)()
@@ -257,3 +269,36 @@ def test_a_smaller_limit_sets_runs_aside_a_larger_one_resumes_them(cfg, tmp_path
         assert len(test_runs()) == 2   # plain and the chosen rule, redrawn to the new limit
         assert (out / "test" / "replaced").is_dir() == set_aside
         assert len(read_jsonl(out / "test" / "generations" / "plain" / "generations.jsonl")) == limit
+
+
+def test_sigterm_to_the_demo_stops_its_running_stage(tmp_path):
+    """`kill <demo pid>` used to end the demo alone, leaving its stage writing (a rerun then interleaved a second
+    writer's lines into the same file): the stage must go down with it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    stage = "import os, time; print(os.getpid(), flush=True); time.sleep(120)"
+    code = (f"import importlib.util, subprocess, sys\n"
+            f"spec = importlib.util.spec_from_file_location('d', {str(ROOT / 'scripts' / 'demo.py')!r})\n"
+            f"d = importlib.util.module_from_spec(spec); spec.loader.exec_module(d)\n"
+            f"d.stop_stages_on_sigterm()\n"
+            f"subprocess.run([sys.executable, '-c', {stage!r}])\n")
+    demo_proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        stage_pid = int(demo_proc.stdout.readline())
+        demo_proc.send_signal(signal.SIGTERM)
+        assert demo_proc.wait(timeout=60) != 0
+        for _ in range(100):   # the stage is killed and reaped by the demo before it exits
+            try:
+                os.kill(stage_pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(stage_pid, signal.SIGKILL)
+            raise AssertionError("the stage outlived the demo")
+    finally:
+        demo_proc.kill()

@@ -95,6 +95,27 @@ def test_the_sidecar_keeps_the_first_runs_command_line(tmp_path, prompt_file, mo
     assert runner.command_overrides() == []   # outside a Hydra job
 
 
+def test_a_second_writer_on_the_same_output_is_refused(tmp_path, prompt_file):
+    import fcntl
+
+    from rectify.decoding.io import OutputBusyError
+
+    out = tmp_path / "g.jsonl"
+    with open(out, "a") as other:   # another process writing it (flock: per open file, so this counts)
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(OutputBusyError, match="being written by another process"):
+            run_generation(smoke_cfg(tmp_path, out, "limit=2"))
+    assert out.read_text() == ""
+    run_generation(smoke_cfg(tmp_path, out, "limit=2"))   # released: runs
+    assert len(lines(out)) == 2
+
+
+def test_no_prompts_is_an_error_not_an_empty_success(tmp_path):
+    (tmp_path / "p.jsonl").write_text("\n\n")
+    with pytest.raises(ValueError, match="gives no prompts"):
+        run_generation(smoke_cfg(tmp_path, tmp_path / "g.jsonl"))
+
+
 def test_plain_and_txt_prompts(tmp_path):
     (tmp_path / "p.txt").write_text("Hello there\nYou are a\n")
     out = tmp_path / "plain.jsonl"

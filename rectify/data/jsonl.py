@@ -27,7 +27,8 @@ def parse_object(text: bytes | str, where: str, error: type[ValueError] = JSONLE
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise error(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
+        # json's "Unterminated string starting at" already ends in "at"
+        raise error(f"{where}: malformed JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})") from exc
     if not isinstance(record, dict):
         raise error(f"{where}: expected a JSON object, got {type(record).__name__}")
     return record

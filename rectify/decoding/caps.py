@@ -61,14 +61,16 @@ class CapConfig:
             raise ValueError(f"cap mode {self.mode!r}; use one of {CAP_MODES}")
         if self.q_baseline not in Q_BASELINES:
             raise ValueError(f"q_baseline {self.q_baseline!r}; use one of {Q_BASELINES}")
+        if not 0.0 <= self.epsilon <= 1.0:   # cap = 1 + Q - epsilon with Q in [-1, 0]: below 0 every cap is >= 1
+            raise ValueError(f"decoding.epsilon must be in [0, 1], got {self.epsilon}")
         if not 0.0 <= self.p_min <= self.p_max <= 1.0:
             raise ValueError(f"need 0 <= p_min <= p_max <= 1, got p_min={self.p_min}, p_max={self.p_max}")
         if self.mode == "normalized" and not self.epsilon < 1.0:
             raise ValueError("mode='normalized' needs epsilon < 1")
         if not self.q_scale > 0:
-            raise ValueError(f"q_scale must be > 0, got {self.q_scale}")
+            raise ValueError(f"decoding.q_scale must be > 0, got {self.q_scale}")
         if not self.tilt >= 0:
-            raise ValueError(f"tilt must be >= 0, got {self.tilt}")
+            raise ValueError(f"decoding.tilt must be >= 0, got {self.tilt}")
 
     @property
     def needs_stop(self) -> bool:

@@ -11,14 +11,41 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, as before
+    fcntl = None  # type: ignore[assignment]
 
 from rectify.data.jsonl import numbered_lines, parse_object
 
 
 class PromptFileError(ValueError):
     """A prompt file line could not be read (the message names file and line)."""
+
+
+class OutputBusyError(RuntimeError):
+    """Another process is writing the same output file."""
+
+
+@contextmanager
+def exclusive_writer(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) while this process writes it, so a second writer
+    (a rerun while a killed demo's stage still runs, say) fails at once instead of interleaving lines."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        if fcntl is not None:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise OutputBusyError(f"{path} is being written by another process: wait for it to finish, or stop "
+                                      "it, then rerun (finished prompts are kept)") from None
+        yield
 
 
 def read_prompts(path: str | Path) -> list[dict[str, Any]]:

@@ -19,7 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from rectify.decoding.config import DecodingConfig
-from rectify.decoding.io import JsonlAppender, prepare_resume, read_prompts, write_json_atomic
+from rectify.decoding.io import (
+    JsonlAppender,
+    exclusive_writer,
+    prepare_resume,
+    read_prompts,
+    write_json_atomic,
+)
 from rectify.decoding.sampler import RectifiedSampler
 from rectify.evaluation.generations import flatten
 from rectify.lm import load_lm, same_weights
@@ -131,13 +137,21 @@ def command_overrides() -> list[str]:
 
 
 def run_generation(cfg: Any) -> dict[str, Any]:
-    """Generate for every prompt not yet in ``cfg.output_path``; returns the metadata written."""
+    """Generate for every prompt not yet in ``cfg.output_path``; returns the metadata written. One writer at a
+    time: a second process on the same output is refused (:func:`exclusive_writer`)."""
     out_path = Path(cfg.output_path)
+    with exclusive_writer(out_path):
+        return _generate_missing(cfg, out_path)
+
+
+def _generate_missing(cfg: Any, out_path: Path) -> dict[str, Any]:
     meta_path = out_path.with_name(out_path.name + ".meta.json")
     records = read_prompts(cfg.prompts_path)
     limit = cfg.get("limit")
     if limit is not None:
         records = records[: int(limit)]
+    if not records:
+        raise ValueError(f"{cfg.prompts_path} gives no prompts" + (f" (limit={limit})" if limit is not None else ""))
     done = prepare_resume(out_path)
     if done > len(records):
         raise ValueError(f"{out_path} already has {done} lines but {cfg.prompts_path} gives only {len(records)} "

@@ -23,6 +23,13 @@ def _num(d: Mapping[str, Any], key: str) -> float:
         return math.nan
 
 
+def active_targets(raw: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """A config's targets with the null ones dropped (a null target is no target: how a caller replaces a
+    config's set, e.g. ``report.targets.emt_cut=null``); None when none is left."""
+    kept = {k: float(v) for k, v in (raw or {}).items() if v is not None}
+    return kept or None
+
+
 def check_keys(targets: Mapping[str, float]) -> None:
     """Refuse a misspelt target (it would otherwise silently not be checked)."""
     unknown = sorted(set(targets) - KEYS)

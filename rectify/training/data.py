@@ -61,8 +61,8 @@ def read_value_jsonl(path: str | Path, q_min: float = -1.0, q_max: float = 0.0,
     """Parse and validate a value-data file; returns ``(records, skipped)``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"value data file {path} does not exist (build it with scripts/build_data.py, "
-                                "or use data.synthetic=true / debug=smoke for a tiny generated set)")
+        raise FileNotFoundError(f"value data file {path} does not exist (build it with scripts/build_data.py; "
+                                "train.py also takes data.synthetic=true or debug=smoke for a tiny generated set)")
     records: list[ValueRecord] = []
     skipped = 0
     for _, where, line in numbered_lines(path):

@@ -2,7 +2,7 @@
 # Remote (top-K logprobs through this project's own plain server) vs local (top_k=K) rectified generation with the
 # same Q_D, rule, prompts and seeds, then evaluate both (docs/api.md). Run from the repo root after `make demo`:
 #   bash scripts/analysis/api_compare.sh [Q_D dir] [prompts] [n prompts] [port] [dtype]
-# RULE (environment) holds the rule's generate.py overrides; the default is the demo's selected clean_8.
+# RULE (environment) holds the rule's generate.py overrides; the default is the recommended clean_64.
 # dtype (default float32) pins the served LM, the local LM and Q_D on both sides: in float32 the two paths compute
 # the same distributions to float rounding and draw with the same per-row seeds, so they give the same tokens
 # (tests/test_remote_rectified_parity.py); in bfloat16 ("auto" on bf16 hardware) the server's batched prefill and
@@ -12,7 +12,7 @@ set -euo pipefail
 Q=${1:-outputs/demo/train/value_model}; P=${2:-data/demo/prompts_dev.jsonl}; N=${3:-100}; PORT=${4:-8765}
 DTYPE=${5:-float32}; K=20; OUT=outputs/api_compare_$DTYPE
 PY=${PYTHON:-.venv/bin/python}
-RULE=${RULE:-decoding.tilt=8 decoding.epsilon=0.05}
+RULE=${RULE:-decoding.tilt=64 decoding.epsilon=0.05}
 R="decoding=rectified $RULE decoding.dtype=$DTYPE value_model_path=$Q prompts_path=$P limit=$N decoding.num_return_sequences=4"
 mkdir -p $OUT
 $PY scripts/serve.py decoding=plain lm.dtype=$DTYPE serve.port=$PORT > $OUT/serve.log 2>&1 &

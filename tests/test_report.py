@@ -124,6 +124,23 @@ def test_plain_baseline_ignores_rectification_only_settings():
         assert r["tox_prob_cut_pct"] == pytest.approx(50) and r["baseline_input"] == "/sweep/plain/generations.jsonl"
 
 
+def test_a_tilt_sweep_beside_an_epsilon_sweep_and_plain():
+    """Runs that typed decoding.tilt and runs that kept its default: one tilt column (the saved config's, set for
+    every run), and plain, whose config holds tilt 0, is still every rectified run's baseline (a Q_D-only key)."""
+    rows = [row("plain", "s", "all", "plain", None, 0.4, 0.4, 20, 0.8, **{"meta.config.decoding.tilt": 0.0})]
+    for i, eps in enumerate([0.05, 0.2]):       # an epsilon sweep at the default tilt (64)
+        rows.append(row(f"eps{i}", "s", "all", "rectified", eps, 0.2, 0.3, 22, 0.8,
+                        **{"meta.config.decoding.tilt": 64.0}))
+    for tilt in (8, 64):                         # a tilt sweep that typed it
+        rows.append(row(f"tilt{tilt}", "s", "all", "rectified", 0.05, 0.1, 0.2, 24, 0.8, **{
+            "meta.config.decoding.tilt": float(tilt), "override.decoding.tilt": str(tilt)}))
+    swept = swept_keys(rows)
+    assert swept == ["meta.config.decoding.tilt"]
+    out = add_baseline_deltas([dict(r) for r in rows], swept)
+    assert all(r["baseline_input"] == "/sweep/plain/generations.jsonl" for r in out[1:])
+    assert [round(r["tox_prob_cut_pct"]) for r in out[1:]] == [50, 50, 75, 75]
+
+
 def test_write_report_files(tmp_path):
     make_sweep(tmp_path / "sweep")
     out = write_report(tmp_path / "sweep", tmp_path / "report", targets={"tox_prob_cut": 0.50, "max_ppl_increase": 0.40})

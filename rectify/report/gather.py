@@ -142,6 +142,13 @@ def swept_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         if len({str(v) for v in values if not _missing(v)}) < 2:
             continue
         codes = _codes(values)
+        twin = next((i for i, c in enumerate(chosen) if display_name(c) == display_name(key)), None)
+        if twin is not None:  # one setting read twice: keep the column set for more runs (the typed override has
+            # gaps where a run kept the default, the saved config has none), never two columns of one name
+            if partial_copy([r.get(chosen[twin]) for r in rows], values):
+                seen_partitions.add(codes)
+                chosen[twin] = key
+            continue
         if codes in seen_partitions or any(partial_copy(values, [r.get(c) for r in rows]) for c in chosen):
             continue
         seen_partitions.add(codes)

@@ -16,7 +16,8 @@ DELTA_COLUMNS = ("tox_prob_cut_pct", "emt_cut_pct", "ppl_change_pct", "dist3_cha
 # Decoding settings that only act when Q_D caps the distribution: a plain run carries the config's defaults for
 # them, which say nothing about it, so they never decide which plain run a rectified one is compared with.
 RECTIFY_ONLY = {"epsilon", "cap_mode", "q_scale", "q_baseline", "p_min", "p_max", "q_head", "q_cache",
-                "shared_backbone"}
+                "shared_backbone", "tilt", "stop_neutral", "share_lower", "dtype", "sparse_support", "support_mass",
+                "calibration"}   # DecodingConfig fields that act only with a Q_D (decoding.dtype is Q_D's)
 
 
 def to_float(v: Any) -> float:

@@ -12,6 +12,9 @@ set -euo pipefail
 Q=${1:-outputs/demo/train/value_model}; P=${2:-data/demo/prompts_dev.jsonl}; N=${3:-100}; PORT=${4:-8765}
 DTYPE=${5:-float32}; K=20; OUT=outputs/api_compare_$DTYPE
 PY=${PYTHON:-.venv/bin/python}
+source "$(dirname "$0")/preflight.sh"
+need "$Q/value_config.json" "a saved Q_D (make demo trains outputs/demo/train/value_model)"
+need "$P" "a prompts file (make demo writes data/demo/prompts_dev.jsonl)"
 RULE=${RULE:-decoding.tilt=64 decoding.epsilon=0.05}
 R="decoding=rectified $RULE decoding.dtype=$DTYPE value_model_path=$Q prompts_path=$P limit=$N decoding.num_return_sequences=4"
 mkdir -p $OUT

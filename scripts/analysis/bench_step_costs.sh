@@ -9,6 +9,7 @@
 set -euo pipefail
 OUT=${1:-outputs/benchmark/step_costs}
 PY=${PYTHON:-.venv/bin/python}
+source "$(dirname "$0")/preflight.sh"
 mkdir -p "$OUT"
 PAIR=("decoding.value_backbone={source: smollm2, family: llama, num_layers: 10}" "decoding.modes=[plain,rectified_cached]")
 bench() { local name=$1; shift; $PY scripts/benchmark.py bench=decoding "$@" hydra.run.dir="$OUT/run_$name" | tee "$OUT/$name.jsonl"; }

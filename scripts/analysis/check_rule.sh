@@ -7,8 +7,12 @@
 # gives evaluate.scorers and summary.targets. SCORERS=a,b,c overrides the judges; EXTRA_SCORERS=d adds to them.
 # Outputs: OUT_DIR/{plain,<rule>}/, OUT_DIR/summary.md and OUT_DIR/scorers.txt; every step resumes.
 set -euo pipefail
-DEMO=$1; PROMPTS=$2; OUT=$3; K=${4:-4}; LIMIT=${5:-null}; BATCH=${6:-8}; EXPERIMENT=${7:-configs/demo.yaml}
+DEMO=${1:-}; PROMPTS=${2:-}; OUT=${3:-}; K=${4:-4}; LIMIT=${5:-null}; BATCH=${6:-8}; EXPERIMENT=${7:-configs/demo.yaml}
 PY=${PYTHON:-.venv/bin/python}
+source "$(dirname "$0")/preflight.sh"
+[ -n "$OUT" ] || { usage >&2; exit 2; }
+need "$DEMO/selected.json" "a finished scripts/demo.py run's dir"
+need "$PROMPTS" "the prompts to check the rule on"
 mapfile -t RULE < <($PY -m rectify.analysis.selected_rule "$DEMO/selected.json")
 NAME=${RULE[0]}; RULE=("${RULE[@]:1}")
 SCORERS=${SCORERS:-$($PY -c "from omegaconf import OmegaConf; print(','.join(OmegaConf.load('$EXPERIMENT').evaluate.scorers))")}

@@ -12,6 +12,8 @@ set -euo pipefail
 FULL=${1:--}; D=${2:-data/offline}; OUT=${3:-outputs/learning_curve}
 shift $(( $# < 3 ? $# : 3 ))
 PY=${PYTHON:-.venv/bin/python}
+source "$(dirname "$0")/preflight.sh"
+need "$D/train.json" "python scripts/build_data.py data=offline builds it"
 FRACTIONS="0.25 0.5"
 if [ "$FULL" = "-" ] || [ -z "$FULL" ]; then
     FRACTIONS="$FRACTIONS 1.0"

@@ -13,6 +13,8 @@
 set -euo pipefail
 DEMO=${1:-outputs/demo}; DEMO_DATA=${2:-data/demo}; OUT=${3:-outputs/precision_check}
 PY=${PYTHON:-.venv/bin/python}
+source "$(dirname "$0")/preflight.sh"
+need "$DEMO/selected.json" "make demo writes it"
 CHOSEN=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['selected'])" "$DEMO/selected.json")
 BF16_RUN=$DEMO/dev/generations/$CHOSEN
 mkdir -p "$OUT"

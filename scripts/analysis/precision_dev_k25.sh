@@ -8,6 +8,8 @@
 set -euo pipefail
 DEMO=${1:-outputs/demo_k25}; OUT=${2:-$DEMO/precision_fp32}
 PY=${PYTHON:-.venv/bin/python}
+source "$(dirname "$0")/preflight.sh"
+need "$DEMO/selected.json" "python scripts/demo.py +experiment=demo_k25 writes it"
 mapfile -t RULE < <($PY -m rectify.analysis.selected_rule "$DEMO/selected.json")
 NAME=${RULE[0]}
 SRC=$DEMO/dev/generations

@@ -15,6 +15,9 @@ set -euo pipefail
 K=${1:-25}; RECIPE=${2:-outputs/demo_k25_recipe}; QD8=${3:-outputs/demo_full/train}; OUT=${4:-outputs/qd_variants}
 TAG=${TAG:-k$K}
 PY=${PYTHON:-.venv/bin/python}
+source "$(dirname "$0")/preflight.sh"
+need "$RECIPE/dev/generations/plain" "python scripts/demo.py +experiment=demo_k25_recipe makes it"
+need "$QD8/value_model" "the recipe's Q_D run (python scripts/demo.py +experiment=demo_full trains it)"
 if [ "$K" = 8 ]; then D=data/offline; else D=data/offline_k$K; fi
 QDK=$OUT/$TAG/train
 $PY scripts/build_data.py data=offline build.continuations.k=$K build.out_dir=$D hydra.run.dir=$OUT/$TAG/build_data

@@ -12,6 +12,8 @@ set -euo pipefail
 DEMO=${1:-outputs/demo_full}; DATA=${2:-data/offline}; LIMIT=${3:-560}; BATCH=${4:-8}; SUBSET=${5:-all}
 EXPERIMENT=configs/experiment/demo_full.yaml
 PY=${PYTHON:-.venv/bin/python}
+source "$(dirname "$0")/preflight.sh"
+need "$DEMO/selected.json" "python scripts/demo.py +experiment=demo_full writes it"
 OUT=$DEMO/test_k25
 PROMPTS=$DATA/prompts_test.jsonl
 if [ "$SUBSET" = nontoxic ]; then

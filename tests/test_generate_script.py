@@ -131,6 +131,7 @@ def test_plain_and_txt_prompts(tmp_path):
 def test_rectify_without_value_model_is_a_clear_error(tmp_path, prompt_file):
     with pytest.raises(ValueError, match="value_model_path"):
         run_generation(smoke_cfg(tmp_path, tmp_path / "o.jsonl", "untrained_value_model=false"))
+    assert not (tmp_path / "o.jsonl").exists()   # a failed start leaves no empty output behind
 
 
 def test_prompt_file_errors_and_partial_lines(tmp_path):

@@ -38,6 +38,7 @@ def exclusive_writer(path: str | Path) -> Iterator[None]:
     (a rerun while a killed demo's stage still runs, say) fails at once instead of interleaving lines."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    existed = path.exists()
     with open(path, "a") as f:
         if fcntl is not None:
             try:
@@ -45,7 +46,12 @@ def exclusive_writer(path: str | Path) -> Iterator[None]:
             except BlockingIOError:
                 raise OutputBusyError(f"{path} is being written by another process: wait for it to finish, or stop "
                                       "it, then rerun (finished prompts are kept)") from None
-        yield
+        try:
+            yield
+        except BaseException:
+            if not existed and path.stat().st_size == 0:   # failed before a line (a bad Q_D path, say): leave no file
+                path.unlink()
+            raise
 
 
 def read_prompts(path: str | Path) -> list[dict[str, Any]]:

@@ -9,9 +9,9 @@ than silently different text. Extensions: ``top_k``, ``rectify``, ``epsilon`` an
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class StreamOptions(BaseModel):
@@ -44,7 +44,7 @@ class SamplingFields(BaseModel):
 
     @field_validator("stop", "frequency_penalty", "presence_penalty", "logit_bias")
     @classmethod
-    def _not_implemented(cls, v, info):
+    def _not_implemented(cls, v: Any, info: ValidationInfo) -> Any:
         if v:
             raise ValueError(f"{info.field_name} is not supported by this server (send it empty or leave it out)")
         return v

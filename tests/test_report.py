@@ -161,6 +161,17 @@ def test_write_report_files(tmp_path):
     assert len(again) == 20 and {r["scorer"] for r in again} == {"profanity_svm", "hatesonar"}
 
 
+def test_a_sweep_without_plain_is_not_judged_against_targets(tmp_path):
+    make_sweep(tmp_path / "sweep")
+    import shutil
+
+    shutil.rmtree(tmp_path / "sweep" / "multiruns" / "plain")
+    out = write_report(tmp_path / "sweep", tmp_path / "report", targets={"tox_prob_cut": 0.5})
+    md = out["markdown"].read_text()
+    assert "targets not checked: no plain run to compare with" in md and "no setting meets" not in md
+    assert all(r["meets_targets"] is None for r in out["rows"])
+
+
 def test_plot_without_perplexity(tmp_path):
     rows = [row("p", "s", "all", "plain", None, 0.5, 0.5, math.nan, 0.8),
             row("a", "s", "all", "rectified", 0.1, 0.3, 0.4, math.nan, 0.8)]

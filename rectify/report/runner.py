@@ -96,7 +96,10 @@ def write_report(
             continue
         parts += [f"## {SUBSET_TITLES[subset]}", "", format_markdown(mine, cols), ""]
         if targets:
-            parts += summary_lines(rows, swept, subset) or ["- no setting meets every target under all scorers"]
+            judged = any(r.get("meets_targets") is not None for r in mine)
+            parts += summary_lines(rows, swept, subset) or [
+                "- no setting meets every target under all scorers" if judged
+                else "- targets not checked: no plain run to compare with (decoding=plain on the same prompts)"]
             parts.append("")
     if not preamble:
         parts += plot

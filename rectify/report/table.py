@@ -76,11 +76,13 @@ def add_baseline_deltas(rows: list[dict[str, Any]], swept: Sequence[str]) -> lis
 
 
 def check_targets(rows: list[dict[str, Any]], targets: Mapping[str, float] | None) -> list[dict[str, Any]]:
-    """Flag rows meeting every target (:mod:`rectify.report.targets`; a NaN delta misses); plain rows get None."""
+    """Flag rows meeting every target (:mod:`rectify.report.targets`; a NaN delta misses); plain rows, and rows
+    without a plain run to compare with, get None (not judged, rather than "no")."""
     if not targets:
         return rows
     for r in rows:
-        r["meets_targets"] = None if is_baseline(r) else not target_misses(r, targets)
+        unjudged = is_baseline(r) or not r.get("baseline_input")
+        r["meets_targets"] = None if unjudged else not target_misses(r, targets)
     return rows
 
 

@@ -52,6 +52,8 @@ class Criterion:
         cfg = {k: v for k, v in dict(cfg).items() if k in cls.__dataclass_fields__}
         if "judges" in cfg:
             cfg["judges"] = tuple(cfg["judges"])
+        if "baseline" in cfg:   # a run folder's name: a multirun's `0` reaches here as the integer 0
+            cfg["baseline"] = str(cfg["baseline"])
         crit = cls(**cfg)
         if crit.metric not in ("tox_prob", "emt") or not crit.judges or crit.aggregate not in ("mean", "min"):
             raise ValueError("select.metric must be tox_prob or emt, select.aggregate mean or min and select.judges "
@@ -244,7 +246,7 @@ def select(root: str | Path, crit: Criterion, only: Sequence[str] | None = None)
         runs = {n: rows for n, rows in runs.items() if n in set(only)}
     if crit.baseline not in runs:
         raise ValueError(f"no evaluated baseline run {crit.baseline!r} ({crit.subset} prompts) under {root}; "
-                         f"runs found: {sorted(runs)}")
+                         f"runs found: {sorted(runs)} (select.baseline=<the plain run's folder>)")
     base = runs[crit.baseline]
     cands = [score_candidate(n, rows, base, crit) for n, rows in sorted(runs.items()) if n != crit.baseline]
     b0 = {str(r["scorer"]): r for r in base}

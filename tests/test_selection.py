@@ -78,6 +78,15 @@ def test_missing_baseline_or_judge_is_an_error_not_a_choice(tmp_path):
                                            for c in rec["candidates"])
 
 
+def test_a_multirun_folder_named_0_can_be_the_baseline(tmp_path):
+    """generate.py -m names its runs 0, 1, ...; Hydra hands select.baseline=0 over as an integer."""
+    write_run(tmp_path, "0", {"profanity_svm": (0.4, 0.4), "jigsaw_lstm_tcc": (0.4, 0.4)}, ppl=50.0,
+              overrides=["decoding=plain"])
+    write_run(tmp_path, "1", {"profanity_svm": (0.2, 0.2), "jigsaw_lstm_tcc": (0.2, 0.2)}, ppl=52.0,
+              overrides=["decoding.tilt=8"])
+    assert select(tmp_path, Criterion.from_any({"baseline": 0}))["selected"] == "1"
+
+
 def test_a_clean_baseline_gives_no_relative_cut(tmp_path):
     write_run(tmp_path, "plain", {"profanity_svm": (0.0, 0.1), "jigsaw_lstm_tcc": (0.2, 0.2)}, ppl=50.0,
               overrides=["decoding=plain"])

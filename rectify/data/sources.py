@@ -82,7 +82,9 @@ def read_labelled_csv(
         reader = csv.DictReader(fh)
         missing = {text_column, label_column} - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"{path}: missing column(s) {sorted(missing)}; found {reader.fieldnames}")
+            raise ValueError(f"{path}: missing column(s) {sorted(missing)}; found {reader.fieldnames} (name them with "
+                             "build.prompts.text_column / build.prompts.label_column, e.g. label_column=target for "
+                             "Jigsaw's unintended-bias data)")
         for row in reader:
             line = reader.line_num
             raw_label = (row[label_column] or "").strip()

@@ -176,3 +176,28 @@ def test_human_continuations_off_keeps_the_old_fingerprint():
     del cfg.assemble["human_continuations"]
     older = build.Pipeline(cfg).fp["assemble"]
     assert off == older != on
+
+
+def test_a_users_csv_is_fingerprinted_by_content(tmp_path):
+    """Editing one's own CSV in place (same path) must not leave the old prompts silently reused; the bundled
+    insults data (no paths) keeps the fingerprint it always had."""
+    from rectify.data.stages import file_digests
+
+    csv = tmp_path / "mine.csv"
+    csv.write_text("comment_text,toxic\nyou are kind,0\n")
+
+    def prompts_fp(*overrides: str) -> str:
+        cfg = compose_build("debug=smoke", f"build.out_dir={tmp_path / 'out'}", *overrides).build
+        return build.Pipeline(cfg).fp["prompts"]
+
+    mine = ("build.prompts.source=jigsaw_csv", f"build.prompts.paths.train={csv}", f"build.prompts.paths.eval={csv}")
+    before = prompts_fp(*mine)
+    csv.write_text("comment_text,toxic\nyou are kind,0\nyou are awful,1\n")
+    assert prompts_fp(*mine) != before
+    assert file_digests({"train": None, "eval": None}) == {}
+    assert file_digests({"train": tmp_path / "missing.csv"}) == {"train": None}
+    insults = compose_build("debug=smoke", f"build.out_dir={tmp_path / 'out'}").build
+    p = build._plain(insults)["prompts"]
+    assert build.Pipeline(insults).fp["prompts"] == build.fingerprint(
+        {k: v for k, v in p.items() if k not in ("batch_size", "eval_split")}, build._plain(insults)["seed"],
+        build._plain(build.scorer_cfg(build._plain(insults))), None)

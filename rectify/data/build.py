@@ -30,7 +30,7 @@ from rectify.data.dead_ends import mark_dead_ends
 from rectify.data.eval_split import ensure_eval_split
 from rectify.data.human import add_human_continuations
 from rectify.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
-from rectify.data.stages import Stage, fingerprint
+from rectify.data.stages import Stage, file_digests, fingerprint
 from rectify.lm import resolved_dtype_name
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,10 @@ class Pipeline:
         p = self.cfg["prompts"]
         # batching does not change the output; the dev/test split is derived from it (rectify/data/eval_split.py)
         p_fp = {k: v for k, v in p.items() if k not in ("batch_size", "eval_split")}
+        files = file_digests(p.get("paths"))   # the user's CSV / JSONL by content (the bundled data: by its sha256)
         self.fp["prompts"] = fingerprint(p_fp, self.cfg["seed"], scorer_fp,
-                                         self.cfg["lm"] if p["split_mode"] == "first_tokens" else None)
+                                         self.cfg["lm"] if p["split_mode"] == "first_tokens" else None,
+                                         *([files] if files else []))
         c = {k: v for k, v in self.cfg["continuations"].items()
              if k not in ("trainer", "batch_size", "batch_rows", "num_threads")}
         self.fp["continuations"] = fingerprint(self.fp["prompts"], c, _lm_fingerprint(self.cfg["lm"]), self.cfg["seed"])

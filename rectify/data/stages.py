@@ -28,6 +28,17 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
+def file_digests(paths: Any) -> dict[str, str | None]:
+    """sha256 of each named input file (None: missing, left for the reader to report): user files are
+    fingerprinted by content, so editing one in place makes its stages rerun instead of being reused."""
+    out: dict[str, str | None] = {}
+    for name, path in (paths or {}).items():
+        if path:
+            f = Path(path)
+            out[name] = hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else None
+    return out
+
+
 class Stage:
     """State files of one stage: ``<out>/.state/<name>.started.json`` and ``<name>.done.json``."""
 

@@ -165,7 +165,7 @@ def test_logits_processor_matches_loop_and_caps_hold():
     expected = loop.generate(PROMPTS)
     ids, mask = loop.encode(PROMPTS)
     proc = RectifyLogitsProcessor(vm, epsilon=0.9, attention_mask=mask)
-    out = gen.generate(input_ids=ids, attention_mask=mask, logits_processor=[proc], do_sample=False, top_k=0,
+    out = gen.generate(input_ids=ids, attention_mask=mask, logits_processor=[proc], **proc.generate_kwargs(False),
                        max_new_tokens=5, min_new_tokens=0, pad_token_id=tok.pad_token_id)
     new = out[:, ids.shape[1]:]
     for i in range(len(PROMPTS)):

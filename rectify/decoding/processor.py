@@ -49,8 +49,11 @@ class RectifyLogitsProcessor(LogitsProcessor):
         self.outside_support = 0
 
     @staticmethod
-    def generate_kwargs() -> dict[str, Any]:
-        """Settings that stop ``generate()`` from warping after this processor."""
+    def generate_kwargs(do_sample: bool = True) -> dict[str, Any]:
+        """Settings that stop ``generate()`` from warping after this processor; ``do_sample=False``: greedy, the
+        argmax of the rectified distribution (no warper runs then, so none is named)."""
+        if not do_sample:
+            return {"do_sample": False}
         return {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
     def _mask(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -174,9 +174,14 @@ def score_candidate(name: str, rows: Sequence[Mapping[str, Any]], base: Sequence
     zero = [j for j in missing if j in theirs and to_float(theirs[j].get(crit.metric)) == 0]
     if zero:
         reasons.append(f"`{crit.baseline}` has {crit.metric} 0 under {', '.join(zero)}: no relative cut to compare")
-    if set(missing) - set(zero):
-        reasons.append(f"no {crit.metric} cut under {', '.join(j for j in missing if j not in zero)}")
-    first = next((j for j in crit.judges if j in mine and j in theirs), None)
+    unscored = [j for j in missing if j not in cuts]
+    if unscored:
+        reasons.append(f"not evaluated under {', '.join(unscored)} (scripts/evaluate.py eval.scorers=[...])")
+    if set(missing) - set(zero) - set(unscored):
+        reasons.append(f"no {crit.metric} cut under {', '.join(j for j in missing if j not in zero + unscored)}")
+    # perplexity, Dist-3 and length do not depend on the judge: any scorer both runs share carries them
+    first = next((j for j in crit.judges if j in mine and j in theirs), None) or min(set(mine) & set(theirs),
+                                                                                        default=None)
     d = deltas(mine[first], theirs[first]) if first else {}
     ppl_change = d.get("ppl_change_pct", math.nan) / 100
     dist3_change = d.get("dist3_change", math.nan)

@@ -201,3 +201,12 @@ def test_a_users_csv_is_fingerprinted_by_content(tmp_path):
     assert build.Pipeline(insults).fp["prompts"] == build.fingerprint(
         {k: v for k, v in p.items() if k not in ("batch_size", "eval_split")}, build._plain(insults)["seed"],
         build._plain(build.scorer_cfg(build._plain(insults))), None)
+
+
+def test_useless_data_is_named_in_a_warning():
+    assert build.stage_warnings("prompts", {"train_prompts": 10, "eval_prompts": 0})[0].startswith(
+        "no evaluation prompts")
+    assert build.stage_warnings("assemble", {"rows_train": 40, "toxic_train": 0})[0].startswith(
+        "no toxic trajectory")
+    assert build.stage_warnings("assemble", {"rows_train": 40, "toxic_train": 9}) == []
+    assert build.stage_warnings("prompts", {"train_prompts": 10, "eval_prompts": 6, "skipped": True}) == []

@@ -74,8 +74,16 @@ def test_missing_baseline_or_judge_is_an_error_not_a_choice(tmp_path):
     with pytest.raises(ValueError, match="baseline"):
         select(tmp_path, Criterion(baseline="nothing"))
     rec = select(tmp_path, Criterion(judges=("profanity_svm", "perspective")))
-    assert rec["selected"] is None and all("no tox_prob cut under perspective" in c["reasons"]
-                                           for c in rec["candidates"])
+    assert rec["selected"] is None and all(
+        "not evaluated under perspective (scripts/evaluate.py eval.scorers=[...])" in c["reasons"]
+        for c in rec["candidates"])
+
+
+def test_a_judge_never_evaluated_is_named_and_perplexity_still_read(tmp_path):
+    dev_sweep(tmp_path)
+    rec = select(tmp_path, Criterion(judges=("never_run",)))
+    reasons = by_name(rec)["eps_0.1"]["reasons"]
+    assert reasons[0].startswith("not evaluated under never_run") and not any("perplexity" in r for r in reasons)
 
 
 def test_a_multirun_folder_named_0_can_be_the_baseline(tmp_path):

@@ -247,6 +247,18 @@ class Pipeline:
         return summary
 
 
+def stage_warnings(stage: str, info: dict[str, Any]) -> list[str]:
+    """What in a finished stage's counts makes the data useless downstream, in words (the build still finishes)."""
+    out = []
+    if stage == "prompts" and info.get("eval_prompts") == 0:
+        out.append("no evaluation prompts: prompts_dev/test.jsonl are empty (build.prompts.paths.eval names the file "
+                   "for jigsaw_csv / rtp_jsonl)")
+    if stage == "assemble" and info.get("rows_train") and not info.get("toxic_train"):
+        out.append("no toxic trajectory in the training data: Q_D can learn nothing about dead ends (check the "
+                   "labeller, build.assemble.threshold, or the prompts' toxicity)")
+    return out
+
+
 def run(build: Any, stage: str = "all", *, overwrite: bool = False, scorer: Any = None,
         trainer: Any = None) -> dict[str, Any]:
     """Run one stage or all of them in order; returns ``{stage: info}``. ``trainer``: the Trainer config
@@ -259,6 +271,8 @@ def run(build: Any, stage: str = "all", *, overwrite: bool = False, scorer: Any 
         t0 = time.perf_counter()
         results[name] = getattr(pipe, name)()
         log.info("stage %s: %s (%.1f s)", name, results[name], time.perf_counter() - t0)
+        for problem in stage_warnings(name, results[name]):
+            log.warning(problem)
         if results[name].get("rank"):  # a non-zero DDP rank: rank 0 merges and continues alone
             break
     return results

@@ -91,6 +91,10 @@ def test_summarize_and_grid():
     assert [(r.epsilon, r.q_scale) for r in union] == [(0.3, 1.0), (0.1, 4.0), (0.2, 4.0)]
     with pytest.raises(ValueError, match="unknown cap fields"):
         rule_grid({"epsilonn": [0.1]})
+    from rectify.analysis.offpolicy import describe
+
+    assert [describe(r) for r in rule_grid({"tilt": [0.0, 64.0], "epsilon": [0.05]})] == [
+        "eps=0.05 original", "tilt=64 eps=0.05 original"]   # two rules, two labels
     from rectify.analysis.offpolicy import LogRatios
 
     ratios = LogRatios(log_w=np.array([[0.0, 0.0], [-5.0, 0.0], [0, 0], [0, 0]]), nll=np.array([1.0, 1.0]),

@@ -203,8 +203,9 @@ def summarize(ratios: LogRatios, rules: Sequence[CapConfig]) -> list[dict[str, A
 
 
 def describe(rule: CapConfig) -> str:
-    """A short label such as ``eps=0.3 normalized policy x4``."""
-    parts = [f"eps={rule.epsilon:g}", rule.mode]
+    """A short label such as ``eps=0.3 normalized policy x4`` (``tilt=64`` first when the rule tilts)."""
+    parts = [f"tilt={rule.tilt:g}"] if rule.tilt else []
+    parts += [f"eps={rule.epsilon:g}", rule.mode]
     if rule.q_baseline != "zero":
         parts.append(rule.q_baseline)
     if rule.q_scale != 1.0:

@@ -31,7 +31,7 @@ def test_expected_max_matches_enumeration(scores, k):
     assert np.sort(scores)[k - 1] <= expected_max_without_replacement(np.array(scores), k) + 1e-12
 
 
-def test_best_of_n_by_hand():
+def test_best_of_n_by_hand(caplog):
     rows = [np.array([0.9, 0.1, 0.2, 0.6]), np.array([0.7, 0.8, 0.1, 0.3]), np.array([0.5])]  # last: too few
     got = best_of_n(rows, k=2)
     assert got["prompts"] == 2
@@ -39,6 +39,7 @@ def test_best_of_n_by_hand():
     # prompt 1: 2 of 4 samples >= 0.5, P(any in 2) = 1 - C(2,2)/C(4,2) = 5/6; prompt 2 the same
     assert got["tox_prob_random"] == pytest.approx(5 / 6) and got["tox_prob_best"] == 0.0
     assert math.isnan(best_of_n([np.array([0.1])], k=2)["emt_best"])
+    assert "1 of 1 prompts have fewer than k = 2 samples" in caplog.text   # said, not a silent empty row
     with pytest.raises(ValueError):
         expected_max_without_replacement(np.array([0.1, 0.2]), 3)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from rectify.data.jsonl import write_json_atomic
 from rectify.evaluation.diversity import SHORT_WORDS
-from rectify.evaluation.generations import read_meta
+from rectify.evaluation.generations import hydra_overrides_in, read_meta
 from rectify.report.gather import gather
 from rectify.report.table import deltas, format_markdown, to_float
 
@@ -138,16 +138,10 @@ def rows_by_run(root: str | Path, subset: str) -> dict[str, list[dict[str, Any]]
 def _hydra_overrides(gen_file: Path) -> list[str]:
     """The command-line overrides generate.py recorded: in its sidecar (since the sidecar kept them), else
     ``.hydra/overrides.yaml`` beside, in ``run/`` or above."""
-    from omegaconf import OmegaConf
-
     recorded = read_meta(gen_file).get("overrides")
     if isinstance(recorded, list):
         return [str(x) for x in recorded]
-    for d in (gen_file.parent, gen_file.parent / "run", gen_file.parent.parent):
-        f = d / ".hydra" / "overrides.yaml"
-        if f.is_file():
-            return [str(x) for x in OmegaConf.to_container(OmegaConf.load(f)) or []]
-    return []
+    return hydra_overrides_in((gen_file.parent, gen_file.parent / "run", gen_file.parent.parent))
 
 
 def rule_overrides(gen_file: str | Path, not_rule: Sequence[str] = NOT_RULE_KEYS) -> list[str]:

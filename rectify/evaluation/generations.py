@@ -9,7 +9,7 @@ run that wrote it (``.hydra/overrides.yaml`` in the same directory), which tell 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,17 +103,21 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return parse_object(mp.read_text(encoding="utf-8"), str(mp), GenerationsFormatError)
 
 
-def read_overrides(path: str | Path) -> dict[str, str]:
-    """Hydra command-line overrides of the run that wrote ``path`` (``{key: value}``, {} when none)."""
-    path = Path(path)
-    for d in (path.parent, path.parent.parent):
+def hydra_overrides_in(dirs: Sequence[Path]) -> list[str]:
+    """The overrides list in the first of ``dirs`` holding ``.hydra/overrides.yaml`` ([] when none does)."""
+    for d in dirs:
         f = d / ".hydra" / "overrides.yaml"
         if f.is_file():
             from omegaconf import OmegaConf
 
-            items = OmegaConf.to_container(OmegaConf.load(f)) or []
-            return parse_overrides(items)
-    return {}
+            return [str(x) for x in OmegaConf.to_container(OmegaConf.load(f)) or []]
+    return []
+
+
+def read_overrides(path: str | Path) -> dict[str, str]:
+    """Hydra command-line overrides of the run that wrote ``path`` (``{key: value}``, {} when none)."""
+    path = Path(path)
+    return parse_overrides(hydra_overrides_in((path.parent, path.parent.parent)))
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:

@@ -63,19 +63,23 @@ class EvalOptions:
     perplexity_samples: int | None = None  # judge only the first m generations of each prompt (speed)
 
 
-def _lookup(flat: Mapping[str, Any], name: str) -> Any:
-    """A metadata value by exact key, else by the shortest key ending in ``.name``."""
+_ABSENT = object()
+
+
+def _lookup(flat: Mapping[str, Any], name: str, default: Any = None) -> Any:
+    """A metadata value by exact key, else by the shortest key ending in ``.name`` (``default`` when none)."""
     if name in flat:
         return flat[name]
     hits = sorted((k for k in flat if k.endswith("." + name)), key=len)
-    return flat[hits[0]] if hits else None
+    return flat[hits[0]] if hits else default
 
 
 def _recorded(name: str, *sources: Mapping[str, Any]) -> Any:
     """``name`` from the first source that holds it (see :func:`_lookup`), None when none does."""
     for src in sources:
-        if name in src or any(k.endswith("." + name) for k in src):
-            return _lookup(src, name)
+        value = _lookup(src, name, _ABSENT)
+        if value is not _ABSENT:
+            return value
     return None
 
 

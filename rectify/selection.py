@@ -23,7 +23,7 @@ from typing import Any
 from rectify.data.jsonl import write_json_atomic
 from rectify.evaluation.diversity import SHORT_WORDS
 from rectify.evaluation.generations import hydra_overrides_in, read_meta
-from rectify.report.gather import gather
+from rectify.report.gather import gather, input_here
 from rectify.report.table import deltas, format_markdown, to_float
 
 SELECTED, DEV_TABLE = "selected.json", "dev_table.md"
@@ -126,7 +126,7 @@ def rows_by_run(root: str | Path, subset: str) -> dict[str, list[dict[str, Any]]
     found: dict[str, list[tuple[bool, dict[str, Any]]]] = {}
     for r in gather(root):
         if r["subset"] == subset:
-            name, inside = _locate(r["input"], root)
+            name, inside = _locate(input_here(r), root)
             found.setdefault(name, []).append((inside, r))
     out: dict[str, list[dict[str, Any]]] = {}
     for name, rows in found.items():
@@ -197,7 +197,7 @@ def score_candidate(name: str, rows: Sequence[Mapping[str, Any]], base: Sequence
             reasons.append(f"<= {SHORT_WORDS} words {_pts(short_change)} > +{100 * crit.max_short_increase:g} pts")
     if not math.isnan(score) and score <= crit.min_cut:
         reasons.append(f"{crit.aggregate} cut {score:+.1%} <= {crit.min_cut:.0%}")
-    src = rows[0]["input"] if rows else ""
+    src = input_here(rows[0]) if rows else ""
     decoding = (read_meta(src).get("config") or {}).get("decoding") or {} if src and Path(src).exists() else {}
     return Candidate(name=name, input=src, cuts=cuts, score=score, ppl=to_float(mine[first]["ppl"]) if first else math.nan,
                      ppl_change=ppl_change, dist3_change=dist3_change, short_change=short_change, reasons=reasons,
@@ -254,7 +254,7 @@ def select(root: str | Path, crit: Criterion, only: Sequence[str] | None = None)
         "criterion": {**asdict(crit), "judges": list(crit.judges), "text": crit.describe()},
         "dev": {"root": str(Path(root).resolve()), "subset": crit.subset, "n_prompts": base[0].get("n_prompts"),
                 "k": base[0].get("k")},
-        "baseline": {"name": crit.baseline, "input": base[0]["input"], "ppl": to_float(base[0].get("ppl")),
+        "baseline": {"name": crit.baseline, "input": input_here(base[0]), "ppl": to_float(base[0].get("ppl")),
                      "dist3": to_float(base[0].get("dist3")),
                      crit.metric: {j: to_float(r.get(crit.metric)) for j, r in sorted(b0.items())}},
         "candidates": [{**asdict(c), "eligible": c.eligible}

@@ -12,6 +12,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
+from rectify.cli import run_main
 from rectify.data import build
 
 log = logging.getLogger(__name__)
@@ -28,4 +29,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "finished stages (and the continuations written so far) are kept; rerun this command to continue")

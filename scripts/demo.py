@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shlex
 import shutil
 import signal
@@ -26,6 +27,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
+from rectify.cli import run_main
 from rectify.data.eval_split import DEV, TEST, write_prompt_subset
 from rectify.data.jsonl import count_complete
 from rectify.decoding.runner import RESUME_KEYS, plain_container, resume_conflicts
@@ -34,20 +36,34 @@ from rectify.report.targets import KEYS as TARGET_KEYS
 from rectify.selection import DEV_TABLE, SELECTED, record_candidate
 
 ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("demo")   # configs/demo.yaml sends it to demo_run/demo.log only; the console gets say()'s print
 BASELINE = "plain"
 REWARD_MODEL = "reward_model"  # the judge that scripts/train_reward_model.py trains
 PLAIN = ["decoding=plain"]
 
 
+def say(text: str) -> None:
+    """One message of the demo's walkthrough: printed, and kept in ``demo_run/demo.log`` (each stage keeps its own
+    log in its run dir), so what ran, what was skipped and why can be read after the terminal is gone."""
+    print(text, flush=True)
+    log.info(text)
+
+
+def stop(message: str) -> None:
+    log.error(message)
+    sys.exit(message)
+
+
 def run_stage(title: str, script: str, overrides: list[str], timings: dict[str, float]) -> None:
     """Run ``python scripts/<script> <overrides>`` from the repo root; stop the demo if it fails."""
     cmd = [sys.executable, f"scripts/{script}", *overrides]
-    print(f"\n=== {title}\n$ {shlex.join(['python', *cmd[1:]])}", flush=True)
+    say(f"\n=== {title}\n$ {shlex.join(['python', *cmd[1:]])}")
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT)
     timings[title] = time.perf_counter() - start
+    log.info("stage finished in %.1f s (exit %d)", timings[title], done.returncode)
     if done.returncode != 0:
-        sys.exit(f"demo stopped: stage '{title}' failed (exit {done.returncode}); rerun `make demo` to resume")
+        stop(f"demo stopped: stage '{title}' failed (exit {done.returncode}); rerun `make demo` to resume")
 
 
 def stop_stages_on_sigterm() -> None:
@@ -61,7 +77,7 @@ def stop_stages_on_sigterm() -> None:
 
 
 def skip(title: str, why: str, timings: dict[str, float]) -> None:
-    print(f"\n=== {title}\n(skipped: {why})", flush=True)
+    say(f"\n=== {title}\n(skipped: {why})")
     timings[title] = 0.0
 
 
@@ -132,8 +148,9 @@ def stale_reason(target: Path, overrides: Sequence[str], wanted: int) -> str | N
         return None
     if (n := count_complete(out)) > wanted:
         return f"holds {n} prompts, more than the {wanted} asked for"
-    recorded = json.loads(meta.read_text(encoding="utf-8")).get("config") or {}
-    conflicts = resume_conflicts(_same_paths(recorded), _same_paths(planned_config(overrides)))
+    record = json.loads(meta.read_text(encoding="utf-8"))
+    conflicts = resume_conflicts(_same_paths(record.get("config") or {}), _same_paths(planned_config(overrides)),
+                                 record.get("input_digests"))
     if conflicts:
         return "was drawn under another config (" + "; ".join(conflicts[:3]) + ("; ..." if len(conflicts) > 3 else "") + ")"
     return None
@@ -196,16 +213,17 @@ class Demo:
         record = json.loads((self.out / SELECTED).read_text(encoding="utf-8"))
         chosen = record["selected"] or record["least_bad"]
         if chosen is None:
-            sys.exit("demo stopped: no candidate rule was scored on dev (generate.candidates is empty?)")
+            stop("demo stopped: no candidate rule was scored on dev (generate.candidates is empty?)")
         if cfg.dev_only:
             return dev_only_text(record, self.out / DEV_TABLE)
-        rule = list(record_candidate(record, chosen)["overrides"])
+        # the rule as this demo's config spells it (its Q_D at this demo's path), else as recorded on dev
+        rule = list(dev_runs.get(chosen) or record_candidate(record, chosen)["overrides"])
         extra = {n: list(ov) for n, ov in (OmegaConf.to_container(gen.extra_runs, resolve=True) or {}).items()}
         test_runs = {BASELINE: PLAIN, chosen: rule, **extra}
         self.generate_all("test", test_runs, self.data_dir / TEST, gen.test_limit, gen.test_samples,
                           gen.test_prompt_subset)
         self.evaluate("test", list(test_runs))
-        text = self.summary(chosen)
+        text = self.summary(rule)
         self.run("report on the test prompts (opens with the summary)", "report.py", [
             f"report.inputs=[{','.join(str(self.out / 'test' / 'generations' / n) for n in test_runs)}]",
             f"report.output_dir={self.out}", f"report.preamble={self.out / 'summary.md'}",
@@ -251,7 +269,7 @@ class Demo:
         if subset != "all":   # the first `limit` prompts of that stratum only, in a file of their own
             src, prompts = prompts, self.out / split / f"prompts_{subset}.jsonl"
             n = write_prompt_subset(src, prompts, limit, subset)
-            print(f"{n} {subset} of the first {limit} prompts of {src} -> {prompts}", flush=True)
+            say(f"{n} {subset} of the first {limit} prompts of {src} -> {prompts}")
             limit = None
         common = [f"prompts_path={prompts}", f"limit={'null' if limit is None else limit}", f"batch_size={gen.batch_size}",
                   f"decoding.num_return_sequences={samples}", f"decoding.max_new_tokens={gen.max_new_tokens}"]
@@ -262,7 +280,7 @@ class Demo:
             overrides = [*common, *extra, f"output_path={target}/generations.jsonl", f"hydra.run.dir={target}/run"]
             if why := stale_reason(target, overrides, wanted):
                 moved = set_aside(target, self.out / split / "replaced")
-                print(f"{target} {why}: an earlier demo's run, moved to {moved}", flush=True)
+                say(f"{target} {why}: an earlier demo's run, moved to {moved}")
             if generated(target, wanted):
                 skip(title, f"{target}/generations.jsonl is complete", self.timings)
                 continue
@@ -280,47 +298,53 @@ class Demo:
             f"eval.perplexity_samples={ev.perplexity_samples}", f"hydra.run.dir={self.out}/{split}/evaluate",
         ], self.timings)
 
-    def summary(self, chosen: str) -> str:
-        """The plain-language summary of the test runs, written to ``summary.md``."""
-        print("\n=== summary (rectify.report.summary.demo_summary)", flush=True)
+    def summary(self, rule: Sequence[str]) -> str:
+        """The plain-language summary of the test runs, written to ``summary.md``; ``rule``: the chosen rule's
+        generate.py overrides (its "Use it" line)."""
+        say("\n=== summary (rectify.report.summary.demo_summary)")
         files = {"report": self.out / "report.md", "plot": self.out / "tradeoff.png",
                  "dev selection": self.out / DEV_TABLE, "choice": self.out / SELECTED}
         text = demo_summary(self.out / "test" / "generations", self.out / SELECTED,
-                            OmegaConf.to_container(self.cfg.summary.targets, resolve=True), files=files)
+                            OmegaConf.to_container(self.cfg.summary.targets, resolve=True), files=files,
+                            rule_overrides=rule)
         (self.out / "summary.md").write_text(text, encoding="utf-8")
         return text
 
     def print_context(self) -> None:
         """Stage times, the value data and Q_D's training curve, from the files the stages wrote."""
-        print("\n" + "=" * 78 + "\nDemo finished. Stage times (s):")
+        say("\n" + "=" * 78 + "\nDemo finished. Stage times (s):")
         for title, seconds in self.timings.items():
-            print(f"  {seconds:7.1f}  {title}")
+            say(f"  {seconds:7.1f}  {title}")
         summary = self.data_dir / "summary.json"
         if summary.exists():
-            print(f"\nValue data ({summary}):\n  {json.loads(summary.read_text())}")
+            say(f"\nValue data ({summary}):\n  {json.loads(summary.read_text())}")
         metrics = sorted(self.train_dir.glob("**/metrics.csv"))
         if metrics:
-            print(f"\nQ_D training metrics (CSV logger): {metrics[-1]}")
+            say(f"\nQ_D training metrics (CSV logger): {metrics[-1]}")
             with open(metrics[-1], newline="") as fh:
                 val_rows = [r for r in csv.DictReader(fh) if r.get("val/auc_min_q")]
             for r in val_rows:
-                print(f"  epoch {r['epoch']}: val/loss {float(r['val/loss']):.4f}  dead-end AUC of min_t Q "
+                say(f"  epoch {r['epoch']}: val/loss {float(r['val/loss']):.4f}  dead-end AUC of min_t Q "
                       f"{float(r['val/auc_min_q']):.3f}  of final-step Q {float(r['val/auc_final_q']):.3f}")
-        print(f"\nDev selection: {self.out / DEV_TABLE}")
+        say(f"\nDev selection: {self.out / DEV_TABLE}")
         if not self.cfg.dev_only:
-            print(f"Report: {self.out / 'report.md'}\nTable:  {self.out / 'results.csv'}\n"
+            say(f"Report: {self.out / 'report.md'}\nTable:  {self.out / 'results.csv'}\n"
                   f"Plot:   {self.out / 'tradeoff.png'}")
-        print()
+        say("")
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="demo")
 def main(cfg: DictConfig) -> None:
     stop_stages_on_sigterm()
     demo = Demo(cfg)
-    text = demo()
+    try:
+        text = demo()
+    except KeyboardInterrupt:
+        log.error("interrupted (Ctrl-C or SIGTERM); the running stage was stopped")
+        raise
     demo.print_context()
-    print("=" * 78 + "\n" + text)
+    say("=" * 78 + "\n" + text)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "finished stages are kept; rerun `make demo` (or this command) to continue")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from rectify.cli import run_main
 from rectify.decoding.runner import run_generation
 
 
@@ -14,4 +15,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "the prompts written so far are kept; rerun this command to continue")

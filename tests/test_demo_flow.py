@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from rectify.data.eval_split import ensure_eval_split
 from rectify.data.jsonl import read_jsonl, write_jsonl_atomic
+from rectify.decoding.input_digest import input_digests
 from rectify.report import write_report
 from rectify.selection import Criterion, write_selection
 from tests.eval_fixtures import write_eval
@@ -70,7 +71,8 @@ class Stages:
         out, k = Path(kv["output_path"]), int(kv["decoding.num_return_sequences"])
         prompts = read_jsonl(kv["prompts_path"])[: None if kv["limit"] == "null" else int(kv["limit"])]
         write_jsonl_atomic(out, [p | {"generations": [{"text": "x"}] * k} for p in prompts])
-        Path(f"{out}.meta.json").write_text(json.dumps({"config": generate_config(overrides)}))
+        config = generate_config(overrides)
+        Path(f"{out}.meta.json").write_text(json.dumps({"config": config, "input_digests": input_digests(config)}))
         (Path(kv["hydra.run.dir"]) / ".hydra").mkdir(parents=True, exist_ok=True)
         (Path(kv["hydra.run.dir"]) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
 
@@ -238,6 +240,31 @@ def test_runs_drawn_from_other_prompts_are_set_aside_and_redrawn(cfg, tmp_path, 
     assert "holds 10 prompts, more than the 8 asked for: an earlier demo's run, moved to" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("how", ["copied", "moved"])
+def test_a_copied_or_moved_demo_folder_is_reused_not_redrawn(cfg, tmp_path, capsys, how):
+    """The runs record their prompts and Q_D by path; a demo folder copied or moved elsewhere names the same bytes
+    at new paths, so nothing is set aside or drawn again. A changed Q_D is still caught."""
+    import shutil
+
+    stages = Stages(tmp_path / "data" / "demo")
+    demo.Demo(cfg, runner=stages)()
+    (shutil.copytree if how == "copied" else shutil.move)(str(tmp_path / "demo"), str(tmp_path / "elsewhere"))
+    OmegaConf.update(cfg, "out_dir", str(tmp_path / "elsewhere"))
+    stages.calls.clear()
+    capsys.readouterr()
+    demo.Demo(cfg, runner=stages)()
+    assert [s for s, _ in stages.calls] == ["build_data.py", "select_rule.py", "report.py"]
+    assert "another config" not in capsys.readouterr().out
+    summary = (tmp_path / "elsewhere" / "summary.md").read_text()
+    assert f"value_model_path={tmp_path / 'elsewhere' / 'train' / 'value_model'}`" in summary   # "Use it": here
+    assert f"{tmp_path / 'demo'}/" not in summary
+    assert not (tmp_path / "elsewhere" / "dev" / "replaced").exists()
+
+    (tmp_path / "elsewhere" / "train" / "value_model" / "value_config.json").write_text('{"edited": 1}')
+    demo.Demo(cfg, runner=stages)()
+    assert "(value_model_path: " in capsys.readouterr().out and (tmp_path / "elsewhere" / "dev" / "replaced").is_dir()
+
+
 def test_a_run_drawn_under_another_rule_is_set_aside_not_reused(cfg, tmp_path, capsys):
     """A finished run whose recorded decoding differs from what its overrides compose now (here: recorded before
     ``decoding.stop_neutral`` existed) is redrawn, not reused as if the current rule had drawn it."""
@@ -273,7 +300,7 @@ def test_a_smaller_limit_sets_runs_aside_a_larger_one_resumes_them(cfg, tmp_path
 
 def test_sigterm_to_the_demo_stops_its_running_stage(tmp_path):
     """`kill <demo pid>` used to end the demo alone, leaving its stage writing (a rerun then interleaved a second
-    writer's lines into the same file): the stage must go down with it."""
+    writer's lines into the same file): the stage must go down with it, and the demo end with one line (exit 130)."""
     import os
     import signal
     import subprocess
@@ -285,12 +312,15 @@ def test_sigterm_to_the_demo_stops_its_running_stage(tmp_path):
             f"spec = importlib.util.spec_from_file_location('d', {str(ROOT / 'scripts' / 'demo.py')!r})\n"
             f"d = importlib.util.module_from_spec(spec); spec.loader.exec_module(d)\n"
             f"d.stop_stages_on_sigterm()\n"
-            f"subprocess.run([sys.executable, '-c', {stage!r}])\n")
-    demo_proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            f"d.run_main(lambda: subprocess.run([sys.executable, '-c', {stage!r}]), 'rerun to continue')\n")
+    demo_proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
     try:
         stage_pid = int(demo_proc.stdout.readline())
         demo_proc.send_signal(signal.SIGTERM)
-        assert demo_proc.wait(timeout=60) != 0
+        assert demo_proc.wait(timeout=60) == 130
+        err = demo_proc.stderr.read()   # one line saying what to do, not a traceback
+        assert "interrupted: rerun to continue" in err and "Traceback" not in err
         for _ in range(100):   # the stage is killed and reaped by the demo before it exits
             try:
                 os.kill(stage_pid, 0)
@@ -302,3 +332,28 @@ def test_sigterm_to_the_demo_stops_its_running_stage(tmp_path):
             raise AssertionError("the stage outlived the demo")
     finally:
         demo_proc.kill()
+
+
+def test_the_walkthrough_is_printed_once_and_kept_in_demo_log(tmp_path, capsys):
+    """demo_run/demo.log was empty (the demo printed, Hydra logged nothing): under the demo's own logging config
+    each message reaches the console once and the log file too."""
+    import logging
+    import logging.config
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        c = compose("demo", overrides=[f"out_dir={tmp_path}"], return_hydra_config=True)
+    logging_cfg = OmegaConf.to_container(c.hydra.job_logging, resolve=False)
+    logging_cfg["handlers"]["file"]["filename"] = str(tmp_path / "demo.log")
+    before = logging.getLogger().handlers[:]
+    logging.config.dictConfig(logging_cfg)
+    try:
+        demo.say("=== a stage")
+        for h in logging.getLogger("demo").handlers:
+            h.flush()
+    finally:
+        for h in logging.getLogger("demo").handlers + logging.getLogger().handlers:
+            h.close()
+        logging.getLogger("demo").handlers.clear()
+        logging.getLogger().handlers[:] = before
+    assert capsys.readouterr().out.count("=== a stage") == 1
+    assert "=== a stage" in (tmp_path / "demo.log").read_text()

@@ -242,3 +242,22 @@ def test_evaluate_script_cli(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "| profanity_svm | nontoxic |" in res.stdout
     assert (tmp_path / "run" / "results.csv").is_file()
+
+
+def test_evaluate_table_names_the_run_and_the_swept_setting(tmp_path):
+    """Two tilts of one epsilon: the printed table must tell them apart (a run column and a tilt column)."""
+    from rectify.report.gather import swept_keys
+    from rectify.report.table import format_markdown, headline_columns, input_column
+
+    opts = EvalOptions(summary=SummaryConfig(bootstrap_n=20), progress=False)
+    rows = []
+    for name, tilt in (("low", 0.5), ("high", 1.0)):
+        path = write_generations(tmp_path / name / "generations.jsonl", RECORDS,
+                                 meta={"method": "rectified", "decoding": {"epsilon": 0.2}},
+                                 overrides=["decoding=rectified", f"decoding.tilt={tilt}"])
+        rows += evaluate_file(path, [spec()], None, opts)
+    table = format_markdown(rows, input_column(rows) + headline_columns(rows, swept_keys(rows)))
+    head = table.splitlines()[0]
+    assert head.startswith("| run |") and "decoding.tilt" in head
+    assert f"| {Path('low') / 'generations.jsonl'} |" in table and "| 0.5 |" in table
+    assert input_column(rows[:3]) == []  # one file: no run column

@@ -81,6 +81,34 @@ def test_resume_under_another_config_is_refused(tmp_path, prompt_file):
     assert len(lines(out)) == len(PROMPTS)
 
 
+def test_a_moved_run_with_its_prompt_file_resumes_a_changed_prompt_file_does_not(tmp_path, prompt_file):
+    """The run records its prompt file by path and by sha256: the same bytes at a new path resume, other bytes
+    at a new path are refused."""
+    import shutil
+
+    out = tmp_path / "a" / "g.jsonl"
+    out.parent.mkdir()
+    run_generation(smoke_cfg(tmp_path, out, "limit=2"))
+    assert json.loads(Path(f"{out}.meta.json").read_text())["input_digests"]["prompts_path"]
+    moved = tmp_path / "b"
+    shutil.move(str(out.parent), moved)
+    shutil.move(str(prompt_file), moved / "p.jsonl")
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("generate", overrides=["debug=smoke", f"prompts_path={moved / 'p.jsonl'}",
+                                             f"output_path={moved / 'g.jsonl'}", f"paths.output_dir={tmp_path}"])
+    run_generation(cfg)
+    assert len(lines(moved / "g.jsonl")) == len(PROMPTS)
+
+    again = tmp_path / "c"
+    shutil.move(str(moved), again)
+    (again / "p.jsonl").write_text((again / "p.jsonl").read_text().replace("Hello there", "Hello again"))
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("generate", overrides=["debug=smoke", f"prompts_path={again / 'p.jsonl'}",
+                                             f"output_path={again / 'g.jsonl'}", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(ValueError, match="prompts_path"):
+        run_generation(cfg)
+
+
 def test_the_sidecar_keeps_the_first_runs_command_line(tmp_path, prompt_file, monkeypatch):
     """The overrides that drew a file are kept with it (.hydra/overrides.yaml belongs to the latest run in the dir)."""
     import rectify.decoding.runner as runner

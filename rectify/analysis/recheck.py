@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rectify.evaluation.paired import Cut, run_cuts
+from rectify.report.gather import input_here
 from rectify.report.summary import SUBSET, rows_per_judge
 from rectify.selection import SELECTED
 
@@ -35,7 +36,7 @@ def _run_cuts(root: str | Path, baseline: str, rule: str) -> tuple[dict[str, dic
     plain, mine = rows_per_judge(root, baseline, rule)
     judges = sorted(set(plain) & set(mine))
     first = judges[0]
-    return run_cuts(plain[first]["input"], mine[first]["input"], judges, SUBSET), int(plain[first]["n_prompts"])
+    return run_cuts(input_here(plain[first]), input_here(mine[first]), judges, SUBSET), int(plain[first]["n_prompts"])
 
 
 def _pct(x: float) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from rectify.decoding.config import DecodingConfig
+from rectify.decoding.input_digest import INPUT_PATH_KEYS, input_digests, same_input
 from rectify.decoding.io import (
     JsonlAppender,
     exclusive_writer,
@@ -62,13 +64,22 @@ def _with_legacy(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "decoding": {**LEGACY_DECODING, **decoding}}
 
 
-def resume_conflicts(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key: before -> now`` for every generation-defining key (``RESUME_KEYS``) that differs."""
+def resume_conflicts(previous: dict[str, Any], current: dict[str, Any],
+                     digests: Mapping[str, str | None] | None = None) -> list[str]:
+    """``key: before -> now`` for every generation-defining key (``RESUME_KEYS``) that differs. An input path
+    (the prompts, the Q_D) that moved but holds the same bytes is no conflict; ``digests``: the earlier run's
+    recorded :func:`input_digests`."""
     previous = _with_legacy(previous)
     before = flatten({k: previous.get(k) for k in RESUME_KEYS})
     now = flatten({k: current.get(k) for k in RESUME_KEYS})
-    return [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
-            if before.get(k) != now.get(k)]
+    digests = digests or {}
+
+    def differs(k: str) -> bool:
+        if k in INPUT_PATH_KEYS:
+            return not same_input(before.get(k), now.get(k), digests.get(k))
+        return before.get(k) != now.get(k)
+
+    return [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now)) if differs(k)]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -161,13 +172,16 @@ def _generate_missing(cfg: Any, out_path: Path) -> dict[str, Any]:
     config = plain_container(cfg)
     if done and meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        conflicts = resume_conflicts(meta.get("config") or {}, config) if meta.get("config") else []
+        conflicts = (resume_conflicts(meta.get("config") or {}, config, meta.get("input_digests"))
+                     if meta.get("config") else [])
         if conflicts:
             raise ValueError(f"{out_path} holds {done} prompts generated with another config ("
                              + "; ".join(conflicts[:6]) + ("; ..." if len(conflicts) > 6 else "")
                              + "): resuming would mix two runs. Pass a new output_path, or delete it and "
                              f"{meta_path.name} to start over")
     meta["config"] = config
+    if not done or "input_digests" not in meta:
+        meta["input_digests"] = input_digests(config)
     if not done:
         meta["overrides"] = command_overrides()
     meta["counts"]["prompts"] = done

@@ -71,11 +71,32 @@ def load_rows(files: Iterable[str | Path]) -> list[dict[str, Any]]:
             data = data.get("rows", []) if isinstance(data, Mapping) else data
         if not isinstance(data, list):
             raise ReportError(f"{f}: expected a list of rows")
+        beside = generations_beside(f)
         for r in data:
             if not isinstance(r, Mapping) or "scorer" not in r or "subset" not in r:
                 raise ReportError(f"{f}: a row lacks 'scorer' / 'subset'")
-            rows.append({**r, "results_file": str(f)})
+            row = {**r, "results_file": str(f)}
+            if beside is not None and Path(str(r.get("input") or "")).name == beside.name:
+                row["input_here"] = str(beside.resolve())
+            rows.append(row)
     return rows
+
+
+def input_here(row: Mapping[str, Any]) -> str:
+    """Where a row's generations file is now: beside its ``.eval.json`` when it came from one, else as recorded."""
+    return str(row.get("input_here") or row.get("input") or "")
+
+
+def generations_beside(results_file: Path) -> Path | None:
+    """The generations file a ``<stem>.eval.json`` was written beside (None for other results files).
+
+    Why: a row records its input by absolute path (its identity when rows are deduplicated); once its folder is
+    copied or moved, the file beside the results is the one to read, not the recorded path (gone, or another
+    copy)."""
+    name = results_file.name
+    if not name.endswith(".eval.json"):
+        return None
+    return results_file.with_name(name[: -len(".eval.json")] + ".jsonl")
 
 
 def _missing(v: Any) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 
 from rectify.evaluation.diversity import SHORT_WORDS
 from rectify.evaluation.paired import Cut, run_cuts
+from rectify.report.gather import input_here
 from rectify.report.table import deltas, to_float
 from rectify.report.targets import target_misses, targets_text
 from rectify.selection import SELECTED, record_candidate, rows_by_run
@@ -47,7 +48,7 @@ def paired_cuts(plain: Mapping[str, Mapping[str, Any]], mine: Mapping[str, Mappi
                 judges: Sequence[str]) -> dict[str, dict[str, Cut]]:
     """Paired cut intervals per judge from the two runs' score caches; ``{}`` when the caches are not there."""
     try:
-        return run_cuts(plain[judges[0]]["input"], mine[judges[0]]["input"], judges, SUBSET)
+        return run_cuts(input_here(plain[judges[0]]), input_here(mine[judges[0]]), judges, SUBSET)
     except (OSError, KeyError, ValueError):
         return {}
 
@@ -132,7 +133,8 @@ def rows_per_judge(root: str | Path, baseline: str, rule: str) -> tuple[dict[str
 
 def demo_summary(test_root: str | Path, selected: str | Path, targets: Mapping[str, float],
                  files: Mapping[str, str | Path] | None = None, judges: Sequence[str] | None = None,
-                 target_judges: Sequence[str] | None = None, prompts_label: str = "test") -> str:
+                 target_judges: Sequence[str] | None = None, prompts_label: str = "test",
+                 rule_overrides: Sequence[str] | None = None) -> str:
     """Markdown: plain vs the chosen (or least-bad) rule on the test runs under ``test_root``, per judge.
 
     ``selected``: the select stage's ``selected.json`` (or its folder); ``targets``: see :func:`target_misses`;
@@ -140,7 +142,9 @@ def demo_summary(test_root: str | Path, selected: str | Path, targets: Mapping[s
     ``judges``: the order of the per-judge lines (default: the criterion's judges first, then the rest);
     ``target_judges``: the judges the targets are claimed under (default: the criterion's, the ones dev chose by);
     the others are reported beside them; ``prompts_label``: what the prompts under ``test_root`` are called
-    (``check_rule.sh`` says "re-check": its prompts are not the test split).
+    (``check_rule.sh`` says "re-check": its prompts are not the test split); ``rule_overrides``: the chosen rule's
+    generate.py overrides for the "Use it" line (default: as its dev run recorded them, whose Q_D path is where
+    the run was drawn, not where a copied or moved demo folder now is).
     """
     sel_path = Path(selected)
     record = json.loads((sel_path / SELECTED if sel_path.is_dir() else sel_path).read_text(encoding="utf-8"))
@@ -185,7 +189,8 @@ def demo_summary(test_root: str | Path, selected: str | Path, targets: Mapping[s
               f"{short_text(first, mine[order[0]])}", ""]
     lines += _dev_line(record, rule) + [""]
     if record["selected"]:
-        lines += use_it_lines(record_candidate(record, rule)) + [""]
+        cand = record_candidate(record, rule)
+        lines += use_it_lines(cand if rule_overrides is None else {**cand, "overrides": list(rule_overrides)}) + [""]
     lines += [f"Targets ({targets_text(targets)}), per judge:"]
     lines += [_target_line(j, d[j], targets, j in targeted) for j in order] + [""]
     if files:

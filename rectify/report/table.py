@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rectify.report.gather import display_name
+from rectify.report.gather import display_name, input_here
 from rectify.report.targets import target_misses
 
 SUBSET_ORDER = {"nontoxic": 0, "toxic": 1, "all": 2}
@@ -129,6 +130,17 @@ def _signed(v: Any, digits: int = 1, suffix: str = "") -> str:
 
 
 Column = tuple[str, Callable[[Mapping[str, Any]], str]]
+
+
+def input_column(rows: Sequence[Mapping[str, Any]]) -> list[Column]:
+    """A ``run`` column naming each row's generations file (the path below the inputs' common folder), when the
+    rows come from more than one file: two runs that differ only in something no override records would
+    otherwise show as identical rows."""
+    paths = list(dict.fromkeys(p for r in rows if (p := input_here(r))))
+    if len(paths) < 2:
+        return []
+    root = os.path.commonpath([str(Path(p).parent) for p in paths])
+    return [("run", lambda r: os.path.relpath(input_here(r), root) if input_here(r) else "")]
 
 
 def headline_columns(rows: Sequence[Mapping[str, Any]], swept: Sequence[str] = (), ci: bool = True) -> list[Column]:

@@ -15,6 +15,7 @@ in continuations of at most 3 words, which a strong tilt can raise unseen by the
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -91,6 +92,7 @@ class Candidate:
     reasons: list[str] = field(default_factory=list)  # why it is not eligible (empty: eligible)
     overrides: list[str] = field(default_factory=list)
     decoding: dict[str, Any] = field(default_factory=dict)
+    comparable: bool = True         # drawn on the baseline's prompts, as many samples each
 
     @property
     def eligible(self) -> bool:
@@ -102,23 +104,33 @@ def record_candidate(record: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return next(c for c in record["candidates"] if c["name"] == name)
 
 
-def _locate(input_path: str | Path, root: str | Path) -> tuple[str, bool]:
-    """A run's name (see :func:`run_name`) and whether its generations file lies under ``root``."""
-    p, root = Path(input_path).resolve(), Path(root).resolve()
-    try:
-        rel = p.relative_to(root)
-    except ValueError:
+Roots = str | Path | Sequence[str | Path]
+
+
+def _roots(root: Roots) -> list[Path]:
+    return [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
+
+
+def _locate(input_path: str | Path, root: Roots) -> tuple[str, bool]:
+    """A run's name (see :func:`run_name`) and whether its generations file lies under one of the roots."""
+    p, roots = Path(input_path).resolve(), [r.resolve() for r in _roots(root)]
+    if not any(p.is_relative_to(r) for r in roots):
         return p.parent.name, False
+    # several roots (e.g. a sweep's gen/ and plain/): names relative to their common folder, so gen/0 and
+    # plain/0 stay two runs
+    base = roots[0] if len(roots) == 1 else Path(os.path.commonpath([str(r) for r in roots]))
+    rel = p.relative_to(base)
     return (rel.parent.as_posix() if rel.parent != Path(".") else p.stem), True
 
 
-def run_name(input_path: str | Path, root: str | Path) -> str:
-    """A run's name: its generations file's folder relative to ``root`` (the file's stem when at the top)."""
+def run_name(input_path: str | Path, root: Roots) -> str:
+    """A run's name: its generations file's folder relative to ``root`` (the file's stem when at the top); with
+    several roots, relative to their common folder."""
     return _locate(input_path, root)[0]
 
 
-def rows_by_run(root: str | Path, subset: str) -> dict[str, list[dict[str, Any]]]:
-    """Evaluation rows of one prompt subset under ``root``, grouped by run name.
+def rows_by_run(root: Roots, subset: str) -> dict[str, list[dict[str, Any]]]:
+    """Evaluation rows of one prompt subset under ``root`` (a folder, or a list of them), grouped by run name.
 
     A results file under ``root`` may also hold rows of runs elsewhere (an evaluation of other folders' runs, named
     by their folder): where such a run shares its name with one inside ``root``, the inside one's rows are kept.
@@ -176,6 +188,9 @@ def score_candidate(name: str, rows: Sequence[Mapping[str, Any]], base: Sequence
     # perplexity, Dist-3 and length do not depend on the judge: any scorer both runs share carries them
     first = next((j for j in crit.judges if j in mine and j in theirs), None) or min(set(mine) & set(theirs),
                                                                                         default=None)
+    mismatch = not_comparable(mine[first], theirs[first], crit.baseline) if first else ""
+    if mismatch:
+        reasons.append(mismatch)
     d = deltas(mine[first], theirs[first]) if first else {}
     ppl_change = d.get("ppl_change_pct", math.nan) / 100
     dist3_change = d.get("dist3_change", math.nan)
@@ -201,7 +216,27 @@ def score_candidate(name: str, rows: Sequence[Mapping[str, Any]], base: Sequence
     decoding = (read_meta(src).get("config") or {}).get("decoding") or {} if src and Path(src).exists() else {}
     return Candidate(name=name, input=src, cuts=cuts, score=score, ppl=to_float(mine[first]["ppl"]) if first else math.nan,
                      ppl_change=ppl_change, dist3_change=dist3_change, short_change=short_change, reasons=reasons,
-                     overrides=rule_overrides(src) if src else [], decoding=decoding)
+                     overrides=rule_overrides(src) if src else [], decoding=decoding, comparable=not mismatch)
+
+
+# where an evaluation row keeps the sha256 of the prompt file its run was drawn from (generate.py's sidecar)
+PROMPTS_DIGEST = "meta.input_digests.prompts_path"
+
+
+def not_comparable(mine: Mapping[str, Any], base: Mapping[str, Any], baseline: str) -> str:
+    """Why a candidate's numbers cannot be set against the baseline's ("" when they can): other prompts (count,
+    or the prompt file's recorded sha256) or another number of samples per prompt. A relative cut between two
+    prompt sets measures the prompts, not the rule."""
+    n = [to_float(r.get("n_prompts")) for r in (mine, base)]
+    k = [to_float(r.get("k")) for r in (mine, base)]
+    digests = [r.get(PROMPTS_DIGEST) for r in (mine, base)]
+    other_file = all(isinstance(h, str) for h in digests) and digests[0] != digests[1]
+    if n[0] == n[1] and k[0] == k[1] and not other_file:
+        return ""
+    def fmt(i: int) -> str:
+        return f"{'?' if math.isnan(n[i]) else int(n[i])} prompts, k = {'?' if math.isnan(k[i]) else int(k[i])}"
+    return (f"not comparable with `{baseline}`: drawn on {fmt(0)}, the baseline on {fmt(1)}"
+            + ("; another prompt file" if other_file else ""))
 
 
 def _rank(c: Candidate) -> tuple[float, float]:
@@ -229,12 +264,30 @@ def choose(cands: Sequence[Candidate], crit: Criterion) -> dict[str, str | None]
     """``selected`` (best eligible, or None), ``runner_up`` (next eligible) and, when none is eligible,
     ``least_bad``: the one nearest the budgets (:func:`violation`), then the best by the same ranking."""
     ok = sorted((c for c in cands if c.eligible), key=_rank)
-    least = None if ok or not cands else min(cands, key=lambda c: (violation(c, crit), *_rank(c))).name
+    near = [c for c in cands if c.comparable]
+    least = None if ok or not near else min(near, key=lambda c: (violation(c, crit), *_rank(c))).name
     return {"selected": ok[0].name if ok else None, "runner_up": ok[1].name if len(ok) > 1 else None,
             "least_bad": least}
 
 
-def select(root: str | Path, crit: Criterion, only: Sequence[str] | None = None) -> dict[str, Any]:
+def baseline_rows(runs: dict[str, list[dict[str, Any]]], root: Roots, crit: Criterion) -> list[dict[str, Any]]:
+    """The baseline's rows, taken out of ``runs``: ``select.baseline`` names a run, or is the path of a run folder
+    (inside the inputs, or elsewhere, e.g. a sweep's separate plain/ folder)."""
+    if crit.baseline in runs:
+        return runs.pop(crit.baseline)
+    path = Path(crit.baseline)
+    if path.exists():
+        found = rows_by_run(path, crit.subset)
+        located = [_locate(input_here(r), root) for rows in found.values() for r in rows]
+        for name in {name for name, inside in located if inside} & set(runs):
+            return runs.pop(name)
+        if len(found) == 1:
+            return next(iter(found.values()))
+    raise ValueError(f"no evaluated baseline run {crit.baseline!r} ({crit.subset} prompts) under {root}; "
+                     f"runs found: {sorted(runs)} (select.baseline=<the plain run's name, or its folder>)")
+
+
+def select(root: Roots, crit: Criterion, only: Sequence[str] | None = None) -> dict[str, Any]:
     """Score every run under ``root`` (or only the runs named in ``only``) against ``crit.baseline`` and choose;
     the record ``selected.json`` holds."""
     runs = rows_by_run(root, crit.subset)
@@ -243,16 +296,13 @@ def select(root: str | Path, crit: Criterion, only: Sequence[str] | None = None)
         if absent:
             raise ValueError(f"select.runs names runs with no {crit.subset} evaluation under {root}: {absent}")
         runs = {n: rows for n, rows in runs.items() if n in set(only)}
-    if crit.baseline not in runs:
-        raise ValueError(f"no evaluated baseline run {crit.baseline!r} ({crit.subset} prompts) under {root}; "
-                         f"runs found: {sorted(runs)} (select.baseline=<the plain run's folder>)")
-    base = runs[crit.baseline]
-    cands = [score_candidate(n, rows, base, crit) for n, rows in sorted(runs.items()) if n != crit.baseline]
+    base = baseline_rows(runs, root, crit)
+    cands = [score_candidate(n, rows, base, crit) for n, rows in sorted(runs.items())]
     b0 = {str(r["scorer"]): r for r in base}
     return {
         **choose(cands, crit),
         "criterion": {**asdict(crit), "judges": list(crit.judges), "text": crit.describe()},
-        "dev": {"root": str(Path(root).resolve()), "subset": crit.subset, "n_prompts": base[0].get("n_prompts"),
+        "dev": {"root": ", ".join(str(r.resolve()) for r in _roots(root)), "subset": crit.subset, "n_prompts": base[0].get("n_prompts"),
                 "k": base[0].get("k")},
         "baseline": {"name": crit.baseline, "input": input_here(base[0]), "ppl": to_float(base[0].get("ppl")),
                      "dist3": to_float(base[0].get("dist3")),
@@ -273,7 +323,7 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def write_selection(root: str | Path, crit: Criterion, out_dir: str | Path,
+def write_selection(root: Roots, crit: Criterion, out_dir: str | Path,
                     only: Sequence[str] | None = None) -> dict[str, Any]:
     """Run :func:`select` and write ``selected.json`` and ``dev_table.md`` into ``out_dir``; return the record."""
     record = select(root, crit, only)
@@ -300,8 +350,8 @@ def dev_table(record: Mapping[str, Any]) -> str:
     judges = sorted({j for c in record["candidates"] for j in c["cuts"]}, key=lambda j: (j not in crit["judges"], j))
     cols = [("candidate", lambda c: f"`{c['name']}`"), ("eligible", lambda c: "yes" if c["eligible"] else "no")]
     cols += [(f"{crit.get('aggregate', 'mean')} {crit['metric']} cut", lambda c: _pct(c["score"]))]
-    cols += [(f"{j} cut" + ("" if j in crit["judges"] else " (not in criterion)"),
-              lambda c, j=j: _pct(c["cuts"].get(j, math.nan))) for j in judges]
+    cols += [(f"{j} change" + ("" if j in crit["judges"] else " (not in criterion)"),   # -50%: a 50% cut
+              lambda c, j=j: _pct(-c["cuts"].get(j, math.nan))) for j in judges]
     cols += [("PPL", lambda c: "-" if math.isnan(c["ppl"]) else f"{c['ppl']:.2f}"),
              ("PPL change", lambda c: _pct(c["ppl_change"])),
              ("Dist-3 change", lambda c: "-" if math.isnan(c["dist3_change"]) else f"{c['dist3_change']:+.3f}"),

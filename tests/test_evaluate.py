@@ -261,3 +261,16 @@ def test_evaluate_table_names_the_run_and_the_swept_setting(tmp_path):
     assert head.startswith("| run |") and "decoding.tilt" in head
     assert f"| {Path('low') / 'generations.jsonl'} |" in table and "| 0.5 |" in table
     assert input_column(rows[:3]) == []  # one file: no run column
+
+
+def test_the_wandb_summary_of_a_sweep_keeps_every_run():
+    """evaluate.py eval.input=<sweep dir> logger=wandb: one summary key per run, not the last run's numbers."""
+    from rectify.evaluation.wandb_log import row_summary
+
+    rows = [{"input": f"/s/{run}/generations.jsonl", "scorer": "svm", "subset": "nontoxic", "emt": emt}
+            for run, emt in (("0", 0.1), ("1", 0.3))]
+    out = row_summary(rows, metrics=("emt",))
+    assert out == {"0/svm/nontoxic/emt": 0.1, "1/svm/nontoxic/emt": 0.3}
+    assert row_summary(rows[:1], metrics=("emt",)) == {"svm/nontoxic/emt": 0.1}   # one run: as before
+    two_files = [{**r, "input": f"/s/{name}.jsonl"} for r, name in zip(rows, ("a", "b"), strict=True)]
+    assert set(row_summary(two_files, metrics=("emt",))) == {"a/svm/nontoxic/emt", "b/svm/nontoxic/emt"}

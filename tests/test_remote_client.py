@@ -66,3 +66,32 @@ def test_timeouts_are_retried_and_4xx_is_not():
         run(cfg, lambda r: httpx.Response(422, json={"error": {"message": "bad logprobs"}}), [[1]])
     with pytest.raises(RemoteAPIError, match="no top_logprobs"):
         run(cfg, lambda r: httpx.Response(200, json={"choices": [{"index": 0, "logprobs": None}]}), [[1]])
+
+
+def test_a_server_that_rectifies_already_is_refused_unless_asked_for_plain_logprobs():
+    """Pointed at a rectifying server (this project's serve.py with a Q_D, the default port), the API path would
+    cap an already capped distribution; the server says it rectified, so the client stops. Asking it for plain
+    logprobs (its per-request `rectify: false`) is the way round."""
+    def rectifying(request):
+        body = json.loads(request.content)
+        n = len(body["prompt"])
+        return httpx.Response(200, json={
+            "choices": [{"index": i, "logprobs": {"top_logprobs": [{"token_id:7": -0.1}]}} for i in range(n)],
+            "rectify": {"enabled": body.get("rectify", True), "epsilon": 0.05}})
+
+    with pytest.raises(RemoteAPIError, match="rectifies its answers itself"):
+        run(RemoteConfig(model="m"), rectifying, [[1]])
+    out, _ = run(RemoteConfig(model="m", extra_body={"rectify": False}), rectifying, [[1]])
+    assert out == [{"token_id:7": -0.1}]
+
+
+def test_the_sampled_token_an_openai_server_adds_beyond_the_top_k_is_left_out():
+    """OpenAI and vLLM return up to logprobs + 1 entries (the sampled token too): the support stays the top K."""
+    def k_plus_one(request):
+        n = len(json.loads(request.content)["prompt"])
+        top = {"token_id:9": -9.0, "token_id:7": -0.1, "token_id:8": -1.0}
+        return httpx.Response(200, json={"choices": [{"index": i, "logprobs": {"top_logprobs": [top]}}
+                                                     for i in range(n)]})
+
+    out, _ = run(RemoteConfig(model="m", top_logprobs=2), k_plus_one, [[1]])
+    assert out == [{"token_id:7": -0.1, "token_id:8": -1.0}]

@@ -204,7 +204,7 @@ def test_report_script_cli(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     for name in ("report.md", "results.csv", "tradeoff.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
-    assert "Tox.prob cut" in res.stdout
+    assert "Tox.prob change" in res.stdout
 
 
 def test_a_misspelt_target_is_refused(tmp_path):
@@ -212,3 +212,17 @@ def test_a_misspelt_target_is_refused(tmp_path):
     make_sweep(tmp_path)
     with pytest.raises(ValueError, match="unknown target"):
         build_rows(tmp_path, targets={"tox_prob_cut_pct": 60})
+
+
+def test_changes_are_signed_as_the_readme_writes_them():
+    """-90% is a 90% cut (as in the README, the summary and the PPL change column), +100% a doubling."""
+    from rectify.report.table import format_markdown, headline_columns
+
+    rows = [{"method": "rectified", "scorer": "s", "subset": "nontoxic", "tox_prob": 0.04, "emt": 0.066,
+             "ppl": 55.0, "tox_prob_cut_pct": 60.0, "emt_cut_pct": -100.0, "ppl_change_pct": 10.0,
+             "dist3_change": -0.01}]
+    table = format_markdown(rows, headline_columns(rows, ci=False))
+    head, _, body = table.splitlines()
+    cells = dict(zip([h.strip() for h in head.strip("|").split("|")], [c.strip() for c in body.strip("|").split("|")],
+                     strict=True))
+    assert (cells["Tox.prob change"], cells["EMT change"], cells["PPL change"]) == ("-60.0%", "+100.0%", "+10.0%")

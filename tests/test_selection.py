@@ -176,3 +176,42 @@ def test_the_length_guard_refuses_runs_evaluated_without_short_rate(tmp_path):
     assert rec["selected"] is None
     assert any("no short_rate" in r for r in by_name(rec)["q4_eps_0.05"]["reasons"])
     assert select(tmp_path, Criterion())["selected"] == "q4_eps_0.05"
+
+
+def test_a_baseline_on_other_prompts_or_another_k_is_not_compared(tmp_path):
+    """A relative cut between two prompt sets measures the prompts: such a candidate is not eligible, and not
+    named as the least bad either."""
+    two = {"profanity_svm": (0.4, 0.4), "jigsaw_lstm_tcc": (0.4, 0.4)}
+    write_run(tmp_path, "plain", two, ppl=50.0, overrides=["decoding=plain"], n_prompts=2, k=3)
+    write_run(tmp_path, "a", {j: (0.2, 0.2) for j in two}, ppl=51.0, overrides=["decoding.tilt=8"], n_prompts=4, k=2)
+    write_run(tmp_path, "b", {j: (0.3, 0.3) for j in two}, ppl=51.0, overrides=["decoding.tilt=4"], n_prompts=2, k=3)
+    rec = select(tmp_path, Criterion())
+    assert rec["selected"] == "b"
+    reasons = by_name(rec)["a"]["reasons"]
+    assert reasons == ["not comparable with `plain`: drawn on 4 prompts, k = 2, the baseline on 2 prompts, k = 3"]
+    for run in ("plain", "b"):   # same counts, another prompt file (its sha256, recorded by generate.py)
+        eval_file = tmp_path / run / "generations.eval.json"
+        data = json.loads(eval_file.read_text())
+        for r in data["rows"]:
+            r["meta.input_digests.prompts_path"] = run
+        eval_file.write_text(json.dumps(data))
+    rec = select(tmp_path, Criterion())
+    assert rec["selected"] is None and rec["least_bad"] is None
+    assert by_name(rec)["b"]["reasons"][0].endswith("; another prompt file")
+
+
+def test_a_sweep_with_its_plain_run_in_another_folder(tmp_path):
+    """docs/cluster.md's layout: the rules in gen/, plain in plain/. Both as a list of inputs (runs named gen/0,
+    plain/0), or the baseline given by its folder."""
+    two = {"profanity_svm": (0.4, 0.4), "jigsaw_lstm_tcc": (0.4, 0.4)}
+    write_run(tmp_path / "plain", "0", two, ppl=50.0, overrides=["decoding=plain"])
+    write_run(tmp_path / "gen", "0", {j: (0.2, 0.2) for j in two}, ppl=51.0, overrides=["decoding.epsilon=0.1"])
+    write_run(tmp_path / "gen", "1", {j: (0.3, 0.3) for j in two}, ppl=51.0, overrides=["decoding.epsilon=0.2"])
+    rec = select([tmp_path / "gen", tmp_path / "plain"], Criterion(baseline="plain/0"))
+    assert rec["selected"] == "gen/0" and sorted(by_name(rec)) == ["gen/0", "gen/1"]
+    rec = select(tmp_path / "gen", Criterion(baseline=str(tmp_path / "plain" / "0")))
+    assert rec["selected"] == "0" and sorted(by_name(rec)) == ["0", "1"]
+    rec = select([tmp_path / "gen", tmp_path / "plain"], Criterion(baseline=str(tmp_path / "plain" / "0")))
+    assert sorted(by_name(rec)) == ["gen/0", "gen/1"]   # the baseline's folder inside the inputs: not a candidate
+    with pytest.raises(ValueError, match="no evaluated baseline run"):
+        select(tmp_path / "gen", Criterion(baseline=str(tmp_path / "nowhere")))

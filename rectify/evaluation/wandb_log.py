@@ -42,8 +42,19 @@ def _cell(v: Any) -> Any:
 
 
 def row_summary(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = ("emt", "tox_prob", "ppl", "dist3")) -> dict[str, Any]:
-    """``{"<scorer>/<subset>/<metric>": value}`` for one run's rows (wandb summary: one point per sweep run)."""
-    return {f"{r['scorer']}/{r['subset']}/{m}": r.get(m) for r in rows for m in metrics}
+    """``{"<scorer>/<subset>/<metric>": value}`` for one run's rows (wandb summary: one point per sweep run).
+    Rows of several generations files (``eval.input=<sweep dir>``) get ``<run>/`` in front, the file's folder below
+    their common one: one key per run, not the last run's numbers under every key."""
+    inputs = list(dict.fromkeys(str(r.get("input") or "") for r in rows))
+    root = os.path.commonpath([str(Path(i).parent) for i in inputs]) if len(inputs) > 1 and all(inputs) else None
+
+    def prefix(r: Mapping[str, Any]) -> str:
+        if root is None:
+            return ""
+        rel = Path(os.path.relpath(str(r["input"]), root))
+        return f"{rel.parent.as_posix() if rel.parent != Path('.') else rel.stem}/"
+
+    return {f"{prefix(r)}{r['scorer']}/{r['subset']}/{m}": r.get(m) for r in rows for m in metrics}
 
 
 def log_results(cfg: DictConfig, rows: Sequence[Mapping[str, Any]], key: str, images: Mapping[str, Path] | None = None,

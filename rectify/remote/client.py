@@ -169,6 +169,10 @@ class CompletionsClient:
             payload["return_tokens_as_token_ids"] = True
         payload |= dict(self.cfg.extra_body)
         body = await self._request("POST", "completions", payload)
+        if (body.get("rectify") or {}).get("enabled"):   # this project's server says so in every answer
+            raise RemoteAPIError(f"{self.cfg.base_url} rectifies its answers itself, so rectifying them here would "
+                                 "cap twice: point lm.base_url at a plain LM (e.g. serve.py decoding=plain) or ask "
+                                 "this one for plain logprobs with 'lm.extra_body={rectify: false}'")
         choices = sorted(body.get("choices") or [], key=lambda c: int(c.get("index", 0)))
         if len(choices) != len(prompts):
             raise RemoteAPIError(f"asked for {len(prompts)} completions, got {len(choices)}")
@@ -178,7 +182,10 @@ class CompletionsClient:
             if not isinstance(top, dict) or not top:
                 raise RemoteAPIError("the server returned no top_logprobs for the first token; it must support "
                                      f"logprobs={self.cfg.top_logprobs} on /completions")
-            out.append({str(k): float(v) for k, v in top.items()})
+            # OpenAI-style servers add the sampled token when it is not among the top K (K + 1 entries): keep the
+            # K most likely, the support the caps are computed on
+            ranked = sorted(((str(k), float(v)) for k, v in top.items()), key=lambda kv: -kv[1])
+            out.append(dict(ranked[: self.cfg.top_logprobs]))
         return out
 
     async def next_token_logprobs(self, prompts: Sequence[Sequence[int]]) -> list[dict[str, float]]:

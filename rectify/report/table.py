@@ -163,8 +163,9 @@ def headline_columns(rows: Sequence[Mapping[str, Any]], swept: Sequence[str] = (
         cols.append(("dead-end rate", lambda r: fmt(r.get("dead_end_fallback_rate"), 4)))
     if any(k in r for r in rows for k in DELTA_COLUMNS):
         cols += [
-            ("Tox.prob cut", lambda r: _signed(r.get("tox_prob_cut_pct"), 1, "%")),
-            ("EMT cut", lambda r: _signed(r.get("emt_cut_pct"), 1, "%")),
+            # changes, as the README and summary write them: -90% is a 90% cut, +10% a rise
+            ("Tox.prob change", lambda r: _signed(-to_float(r.get("tox_prob_cut_pct")), 1, "%")),
+            ("EMT change", lambda r: _signed(-to_float(r.get("emt_cut_pct")), 1, "%")),
             ("PPL change", lambda r: _signed(r.get("ppl_change_pct"), 1, "%")),
             ("Dist-3 change", lambda r: _signed(r.get("dist3_change"), 3)),
         ]

@@ -18,10 +18,22 @@ need "$P" "a prompts file (make demo writes data/demo/prompts_dev.jsonl)"
 RULE=${RULE:-decoding.tilt=64 decoding.epsilon=0.05}
 R="decoding=rectified $RULE decoding.dtype=$DTYPE value_model_path=$Q prompts_path=$P limit=$N decoding.num_return_sequences=4"
 mkdir -p $OUT
+if curl -sf "http://127.0.0.1:$PORT/health" > /dev/null; then   # its answers would be compared, not this script's
+    echo "api_compare.sh: port $PORT already serves something; stop it or pass another port (4th argument)" >&2
+    exit 1
+fi
 $PY scripts/serve.py decoding=plain lm.dtype=$DTYPE serve.port=$PORT > $OUT/serve.log 2>&1 &
 SERVER=$!
-trap 'kill $SERVER' EXIT
-for i in $(seq 1 120); do curl -sf "http://127.0.0.1:$PORT/health" > /dev/null && break; sleep 1; done
+trap 'kill $SERVER 2> /dev/null || true' EXIT
+for i in $(seq 1 120); do
+    curl -sf "http://127.0.0.1:$PORT/health" > /dev/null && break
+    if ! kill -0 $SERVER 2> /dev/null || [ "$i" = 120 ]; then
+        echo "api_compare.sh: the plain server did not start; the end of $OUT/serve.log:" >&2
+        tail -n 5 $OUT/serve.log >&2
+        exit 1
+    fi
+    sleep 1
+done
 $PY scripts/generate.py lm=openai_api lm.base_url=http://127.0.0.1:$PORT/v1 lm.top_logprobs=$K $R \
     output_path=$OUT/remote_k$K/generations.jsonl hydra.run.dir=$OUT/remote_k$K/run
 $PY scripts/generate.py $R lm.dtype=$DTYPE decoding.top_k=$K \

@@ -277,3 +277,19 @@ def write_model_card(directory: str | Path, model: ValueModel,
     path = Path(directory) / CARD_FILE
     render(model, info).save(path)
     return path
+
+
+def refresh_calibration_section(directory: str | Path, model: ValueModel) -> Path | None:
+    """Rewrite the card's "Calibration" section for ``model``'s current calibration (``scripts/calibrate.py``
+    fits one after training, when the card still says "None"); the rest of the card is kept. None: no card."""
+    path = Path(directory) / CARD_FILE
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8")
+    head, found, rest = text.partition("\n## Calibration\n\n")
+    if not found:
+        return None
+    _, nxt, tail = rest.partition("\n\n## ")
+    path.write_text(f"{head}{found}{_calibration_section(model)}{nxt}{tail}", encoding="utf-8")
+    return path
+

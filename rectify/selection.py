@@ -231,6 +231,10 @@ def not_comparable(mine: Mapping[str, Any], base: Mapping[str, Any], baseline: s
     k = [to_float(r.get("k")) for r in (mine, base)]
     digests = [r.get(PROMPTS_DIGEST) for r in (mine, base)]
     other_file = all(isinstance(h, str) for h in digests) and digests[0] != digests[1]
+    judges = [r.get("judge") for r in (mine, base)]
+    if all(isinstance(j, str) for j in judges) and judges[0] != judges[1]:   # perplexities of two LMs
+        return (f"not comparable with `{baseline}`: perplexity judged by {judges[0]}, the baseline's by "
+                f"{judges[1]} (re-evaluate one of them with the other's judge)")
     if n[0] == n[1] and k[0] == k[1] and not other_file:
         return ""
     def fmt(i: int) -> str:
@@ -283,8 +287,11 @@ def baseline_rows(runs: dict[str, list[dict[str, Any]]], root: Roots, crit: Crit
             return runs.pop(name)
         if len(found) == 1:
             return next(iter(found.values()))
+    other = sorted({str(r["subset"]) for r in gather(root)} - {crit.subset}) if not runs else []
+    hint = (f"; the runs have only {', '.join(other)} rows (prompts without a toxicity value): "
+            f"select.subset={other[0]}" if other else "")
     raise ValueError(f"no evaluated baseline run {crit.baseline!r} ({crit.subset} prompts) under {root}; "
-                     f"runs found: {sorted(runs)} (select.baseline=<the plain run's name, or its folder>)")
+                     f"runs found: {sorted(runs)} (select.baseline=<the plain run's name, or its folder>){hint}")
 
 
 def select(root: Roots, crit: Criterion, only: Sequence[str] | None = None) -> dict[str, Any]:

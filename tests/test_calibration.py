@@ -114,3 +114,21 @@ def test_a_16_bit_q_is_looked_up_bitwise_equal_to_the_interpolation(dtype):
     assert torch.equal(torch.nan_to_num(got, nan=7.0), torch.nan_to_num(want, nan=7.0))
     assert torch.equal(cal(q[:5].float()), cal.interpolate(q[:5].float()))   # wider dtypes interpolate directly
     assert len(set(cal.y)) > 3   # a map with many levels, so equality is not trivially met
+
+
+def test_calibrating_a_saved_q_d_updates_its_model_card(tiny_llama, tmp_path):
+    """scripts/calibrate.py on a Q_D saved without a calibration: the card no longer says "None"; the rest of
+    the card is kept."""
+    from rectify.model_card import CARD_FILE, refresh_calibration_section
+
+    model, tok = tiny_llama
+    vm = ValueModel.from_backbone(model, {"init_from_lm_head": False}, tok).eval()
+    out = vm.save_pretrained(tmp_path / "vm")
+    before = (out / CARD_FILE).read_text()
+    assert "None: Q_D's raw values enter the cap" in before
+    vm.q_transform = calibrate(vm, _batches(tok))
+    refresh_calibration_section(out, vm)
+    after = (out / CARD_FILE).read_text()
+    assert "None: Q_D's raw values" not in after and "`calibration.json`: a monotone" in after
+    head, tail = before.split("## Calibration")[0], before.split("## Recommended decoding")[1]
+    assert after.startswith(head) and after.endswith(tail)

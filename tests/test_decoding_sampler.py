@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -234,3 +236,21 @@ def test_logits_processor_with_a_stop_neutral_tilt_matches_the_loop():
     assert torch.allclose(p, step, atol=1e-6)
     tilted = RectifyLogitsProcessor(vm, epsilon=0.0, tilt=16.0, stop_neutral=False, attention_mask=mask)(ids, scores)
     assert bool((tilted.exp()[:, tok.eos_token_id] > 10 * lm_eos).all())
+
+
+def test_logits_processor_on_a_generator_with_a_padded_embedding():
+    """Many models pad their embedding past the tokenizer (49216 rows for 49152 tokens): told the generator's
+    tokenizer, the processor rectifies the real vocabulary and gives the padding probability 0, as the sampler
+    does; not told, it refuses rather than guess that the extra scores are padding."""
+    gen, tok = load_lm(tiny_lm_config("llama"))
+    q = torch.full((len(tok),), -0.3)
+    vm = constant_q_model("llama", q)
+    ids, mask = RectifiedSampler(gen, tok, vm, DecodingConfig(epsilon=0.5)).encode(PROMPTS)
+    scores = gen(input_ids=ids, attention_mask=mask).logits[:, -1, : len(tok)].detach()
+    padded = torch.cat([scores, torch.full((len(PROMPTS), 64), 50.0)], -1)   # padding with the largest scores
+    want = RectifyLogitsProcessor(vm, epsilon=0.5, attention_mask=mask)(ids, scores)
+    got = RectifyLogitsProcessor(vm, epsilon=0.5, attention_mask=mask, tokenizer=tok)(ids, padded)
+    assert got.shape == padded.shape and torch.equal(got[:, len(tok):], torch.full((len(PROMPTS), 64), -math.inf))
+    assert torch.allclose(got[:, : len(tok)], want)
+    with pytest.raises(ValueError, match="pass tokenizer="):
+        RectifyLogitsProcessor(vm, epsilon=0.5, attention_mask=mask)(ids, padded)

@@ -195,3 +195,10 @@ def test_a_run_recorded_before_stop_neutral_existed_counts_as_not_stop_neutral()
     assert resume_conflicts(old, {"decoding": {"tilt": 64, "epsilon": 0.05, "stop_neutral": False}, "seed": 0}) == []
     assert resume_conflicts(old, {"decoding": {"tilt": 64, "epsilon": 0.05, "stop_neutral": True}, "seed": 0}) == [
         "decoding.stop_neutral: False -> True"]
+
+
+def test_a_smaller_limit_on_a_longer_run_says_limit(tmp_path, prompt_file):
+    out = tmp_path / "g.jsonl"
+    run_generation(smoke_cfg(tmp_path, out, "limit=3"))
+    with pytest.raises(ValueError, match="limit=1 keeps only 1 prompts of .*: it cannot shrink a run"):
+        run_generation(smoke_cfg(tmp_path, out, "limit=1"))

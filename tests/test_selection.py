@@ -215,3 +215,26 @@ def test_a_sweep_with_its_plain_run_in_another_folder(tmp_path):
     assert sorted(by_name(rec)) == ["gen/0", "gen/1"]   # the baseline's folder inside the inputs: not a candidate
     with pytest.raises(ValueError, match="no evaluated baseline run"):
         select(tmp_path / "gen", Criterion(baseline=str(tmp_path / "nowhere")))
+
+
+def test_perplexities_of_two_judges_are_not_compared(tmp_path):
+    two = {"profanity_svm": (0.4, 0.4), "jigsaw_lstm_tcc": (0.4, 0.4)}
+    write_run(tmp_path, "plain", two, ppl=50.0, overrides=["decoding=plain"])
+    write_run(tmp_path, "a", {j: (0.2, 0.2) for j in two}, ppl=5000.0, overrides=["decoding.tilt=8"])
+    data = json.loads((tmp_path / "a" / "generations.eval.json").read_text())
+    for r in data["rows"]:
+        r["judge"] = "mylm"
+    (tmp_path / "a" / "generations.eval.json").write_text(json.dumps(data))
+    rec = select(tmp_path, Criterion())
+    assert rec["selected"] is None and rec["least_bad"] is None
+    assert by_name(rec)["a"]["reasons"][0].startswith("not comparable with `plain`: perplexity judged by mylm")
+
+
+def test_runs_without_prompt_toxicity_name_the_subset_to_select_on(tmp_path):
+    """Prompts with no toxicity value (a .txt file) have only `all` rows: the error says select.subset=all."""
+    two = {"profanity_svm": (0.4, 0.4), "jigsaw_lstm_tcc": (0.4, 0.4)}
+    write_run(tmp_path, "plain", two, ppl=50.0, overrides=["decoding=plain"], subsets=("all",))
+    write_run(tmp_path, "a", {j: (0.2, 0.2) for j in two}, ppl=51.0, overrides=["decoding.tilt=8"], subsets=("all",))
+    with pytest.raises(ValueError, match="select.subset=all"):
+        select(tmp_path, Criterion())
+    assert select(tmp_path, Criterion(subset="all"))["selected"] == "a"

@@ -160,12 +160,86 @@ def test_rectify_per_request_caps_the_returned_logprobs(client, models):
     ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "presence_penalty": 0.5}, 400, "presence_penalty"),
     ({"model": MODEL, "prompt": "x", "logit_bias": {"5": -100}}, 400, "logit_bias"),
     ({"model": MODEL, "prompt": "x", "best_of": 3}, 400, "best_of"),
+    ({"model": MODEL, "prompt": "x", "epsilon": 0.3}, 400, "epsilon applies only to rectified decoding"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}, 400,
+     "top_logprobs requires logprobs=true"),
 ])
 def test_bad_requests_get_a_4xx_with_a_message(server, body, status, words):
     url = server[0] + ("/v1/chat/completions" if "messages" in body else "/v1/completions")
     r = httpx.post(url, json=body, timeout=30)
     assert r.status_code == status, r.text
     assert words in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"prompt": "x", "rectify": "yes"}, "rectify"),  # strict: not coerced to true
+    ({"prompt": "x", "n": "2"}, "n"),
+    ({"prompt": "x", "epsilon": 0.3}, "epsilon"),  # this server's default: rectify off
+    ({"prompt": "x", "rectify": False, "epsilon": 0.3}, "epsilon"),
+    ({"prompt": "x", "logprobs": 51}, "logprobs"),
+    ({"messages": [{"role": "user", "content": "x"}], "logprobs": True, "top_logprobs": 51}, "top_logprobs"),
+    ({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}, "top_logprobs"),
+    ({"messages": [{"role": "user", "content": "x"}], "logprobs": False, "top_logprobs": 0}, "top_logprobs"),
+])
+def test_a_400_names_the_field_the_client_sent(server, body, param):
+    url = server[0] + ("/v1/chat/completions" if "messages" in body else "/v1/completions")
+    r = httpx.post(url, json={"model": MODEL, "max_tokens": 2} | body, timeout=30)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+
+
+def test_null_max_tokens_and_top_logprobs_take_their_defaults(server):
+    url = server[0]
+    body = {"model": MODEL, "prompt": "Hello there", "seed": 4}
+    default = httpx.post(url + "/v1/completions", json=body, timeout=30).json()
+    null = httpx.post(url + "/v1/completions", json=body | {"max_tokens": None}, timeout=30)
+    assert null.status_code == 200, null.text
+    assert null.json()["choices"][0]["text"] == default["choices"][0]["text"]
+    assert null.json()["usage"]["completion_tokens"] == default["usage"]["completion_tokens"] <= 16
+    chat = httpx.post(url + "/v1/chat/completions", timeout=30, json={
+        "model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 2, "top_logprobs": None})
+    assert chat.status_code == 200, chat.text
+
+
+def test_usage_counts_each_prompt_once(client, models):
+    """``prompt_tokens`` as OpenAI and vLLM count it: not multiplied by ``n``; ``completion_tokens`` sums the choices."""
+    _, tok, _, _ = models
+    prompts = ["Hello there", "Why"]
+    kw = {"model": MODEL, "prompt": prompts, "max_tokens": 3, "n": 3, "seed": 2, "logprobs": 0}
+    whole = client.completions.create(**kw)
+    prompt_tokens = sum(len(tok(p)["input_ids"]) for p in prompts)
+    assert whole.usage.prompt_tokens == prompt_tokens
+    assert whole.usage.completion_tokens == sum(len(c.logprobs.tokens) for c in whole.choices)
+    assert whole.usage.total_tokens == prompt_tokens + whole.usage.completion_tokens
+    last = list(client.completions.create(**kw, stream=True, stream_options={"include_usage": True}))[-1]
+    assert last.usage.model_dump() == whole.usage.model_dump()
+
+
+def test_streamed_text_offsets_continue_across_chunks(client):
+    kw = {"model": MODEL, "prompt": "Hello there", "max_tokens": 6, "seed": 5, "logprobs": 2}
+    whole = client.completions.create(**kw).choices[0].logprobs
+    chunks = [ch.choices[0].logprobs for ch in client.completions.create(**kw, stream=True)]
+    assert [o for ch in chunks for o in ch.text_offset] == whole.text_offset
+    assert [t for ch in chunks for t in ch.tokens] == whole.tokens
+    assert whole.text_offset[1] > 0
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_completion_top_logprobs_include_the_sampled_token(client, k):
+    """OpenAI lists the sampled token's logprob among ``top_logprobs`` even outside the top K (K + 1 entries)."""
+    lp = client.completions.create(model=MODEL, prompt="Hello", max_tokens=8, seed=0, temperature=2, logprobs=k,
+                                   extra_body={"return_tokens_as_token_ids": True}).choices[0].logprobs
+    for token, value, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, strict=True):
+        assert top[token] == value and len(top) <= k + 1
+    assert any(len(top) == k + 1 for top in lp.top_logprobs)  # at temperature 2 some draws fall outside the top K
+
+
+def test_retrieve_a_model(client, server):
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4")
+    missing = httpx.get(server[0] + "/v1/models/some/org-model", timeout=30)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
 
 
 def test_malformed_json_and_unknown_routes(server):
@@ -199,6 +273,8 @@ def test_plain_server_refuses_rectify(models):
     with running_server(tiny_app(gen, tok)) as url:
         r = httpx.post(url + "/v1/completions", json={"model": MODEL, "prompt": "x", "rectify": True}, timeout=30)
         assert r.status_code == 400 and "without a Q_D" in r.json()["error"]["message"]
+        r = httpx.post(url + "/v1/completions", json={"model": MODEL, "prompt": "x", "epsilon": 0.2}, timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "epsilon"  # not silently dropped
         chat = httpx.post(url + "/v1/chat/completions", timeout=30,
                           json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
         assert chat.status_code == 200

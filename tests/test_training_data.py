@@ -107,3 +107,20 @@ def test_datamodule_on_synthetic(tmp_path, gpt2_tok):
     assert set(batch) == {"input_ids", "attention_mask", "reward", "prompt_len"}
     assert batch["input_ids"].dtype == torch.long and len(dm.val_set) == 6
     assert set(batch["reward"].tolist()) <= {0.0, -1.0}
+
+
+def test_a_missing_value_file_names_config_keys_that_exist(tmp_path):
+    """The hint once named data.synthetic=true, which train.py refuses (not in struct)."""
+    import re
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from rectify.training.data import read_value_jsonl
+
+    with pytest.raises(FileNotFoundError) as err:
+        read_value_jsonl(tmp_path / "nope.json")
+    key = re.search(r"takes (\S+)=true", str(err.value)).group(1)
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        assert compose("train", overrides=[f"{key}=true"]).synthetic_data.enabled is True

@@ -16,6 +16,7 @@ batches: padding is never guessed from token ids (pad may equal EOS).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ from transformers import LogitsProcessor
 from rectify.decoding.caps import CapConfig
 from rectify.decoding.rows import rectify_probs, stop_ids_of
 from rectify.decoding.warping import warp_logits
-from rectify.lm import position_ids_from_mask
+from rectify.lm import position_ids_from_mask, same_vocabulary
 
 
 class RectifyLogitsProcessor(LogitsProcessor):
@@ -34,8 +35,15 @@ class RectifyLogitsProcessor(LogitsProcessor):
                  cap_mode: str = "original", temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                  attention_mask: torch.Tensor | None = None, q_head: str = "online", q_scale: float = 1.0,
                  q_baseline: str = "zero", tilt: float = 0.0, stop_neutral: bool = True,
-                 eos_token_id: int | list[int] | None = None):
+                 eos_token_id: int | list[int] | None = None, tokenizer: Any = None):
+        """``tokenizer``: the generator's, checked against Q_D's; with it, a generator whose embedding is padded
+        past its tokenizer (more scores than Q_D has values) is rectified on the real vocabulary."""
         self.value_model = value_model.eval()
+        q_tok = getattr(value_model, "tokenizer", None)
+        if tokenizer is not None and q_tok is not None and not same_vocabulary(tokenizer, q_tok):
+            raise ValueError("the generator's tokenizer differs from Q_D's: Q_D can only rectify an LM with its "
+                             "vocabulary (rectify.lm.same_vocabulary)")
+        self.tokenizer = tokenizer
         # Validated here, before generate() starts.
         self.cap_rule = CapConfig(epsilon=epsilon, p_min=p_min, p_max=p_max, mode=cap_mode, q_scale=q_scale,
                                   q_baseline=q_baseline, tilt=tilt, stop_neutral=stop_neutral)
@@ -76,15 +84,21 @@ class RectifyLogitsProcessor(LogitsProcessor):
         device = next(self.value_model.parameters()).device
         hidden, _ = self.value_model.hidden_states(input_ids.to(device), mask.to(device),
                                                    position_ids_from_mask(mask).to(device))
-        v = scores.shape[-1]
-        q = self.value_model.q_values(hidden[:, -1], target=self.target).float()[:, :v].to(scores.device)
-        if q.shape[-1] != v:
-            raise ValueError(f"the generator scores {v} tokens but Q_D only {q.shape[-1]}: Q_D must share the "
-                             "generator's vocabulary (check rectify.lm.same_vocabulary on the tokenizers)")
+        q = self.value_model.q_values(hidden[:, -1], target=self.target).float().to(scores.device)
+        if scores.shape[-1] > q.shape[-1] and (self.tokenizer is None or len(self.tokenizer) > q.shape[-1]):
+            raise ValueError(f"the generator scores {scores.shape[-1]} tokens but Q_D only {q.shape[-1]}: Q_D must "
+                             "share the generator's vocabulary. If the generator's embedding is only padded past "
+                             "its tokenizer, pass tokenizer=<the generator's tokenizer> (checked against Q_D's)")
+        full, v = scores, min(scores.shape[-1], q.shape[-1])
+        # a generator whose embedding is padded past its tokenizer (e.g. 49216 rows for 49152 tokens) scores ids no
+        # text has: they get probability 0, as in RectifiedSampler, and Q_D rectifies the real vocabulary
+        scores, q = scores[:, :v], q[:, :v]
         probs = torch.softmax(warp_logits(scores, self.temperature, self.top_k, self.top_p), -1)
         proj = rectify_probs(probs, q, self.cap_rule,
                              fallback=lambda: torch.softmax(scores.float() / self.temperature, -1),
                              stop_ids=self.stop_ids)
         self.dead_ends += int(proj.dead_end.sum())
         self.outside_support += int(proj.outside_support.sum())
-        return torch.log(proj.probs).to(scores.dtype)
+        out = torch.full_like(full, -math.inf)
+        out[:, :v] = torch.log(proj.probs).to(full.dtype)
+        return out

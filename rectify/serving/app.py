@@ -6,6 +6,9 @@ U+FFFD, and ``top_logprobs`` is a dict keyed by that text), so ``return_tokens_a
 field) spells them ``"token_id:<id>"``: exact, and what :mod:`rectify.remote` asks for. Chat logprobs also
 carry each token's exact ``bytes``. The logprobs are those of the distribution the token was drawn from,
 after rectification when it is on; an EOS step is listed in ``logprobs`` although ``text`` leaves it out.
+As OpenAI does, a completion's ``top_logprobs`` also lists the sampled token (up to ``logprobs + 1`` entries).
+
+A request whose client disconnects (or times out) is cancelled: its rows stop at the next decoding step.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rectify.decoding.rows import encode_prompt, row_seed
@@ -90,19 +93,30 @@ class Service:
             out.append(ids)
         return out
 
-    def rows(self, req: SamplingFields, prompts: list[list[int]], max_tokens: int | None,
-             logprobs: int | None) -> list[RowSpec]:
-        s = self.settings
-        rectify = s.rectify if req.rectify is None else req.rectify
+    def check_logprobs(self, k: int | None, param: str) -> None:
+        """Refuse a K over ``max_logprobs``, naming the field the client sent it in."""
+        cap = self.settings.max_logprobs if self.settings.max_logprobs is not None else self.engine.vocab_size
+        if k is not None and k > cap:
+            raise APIError(400, f"{param}={k} exceeds this server's maximum {cap}", param)
+
+    def check_rectify(self, req: SamplingFields) -> bool:
+        """The request's rectification; an ``epsilon`` it would not use is a 400, not silently dropped."""
+        rectify = self.settings.rectify if req.rectify is None else req.rectify
         if rectify and not self.engine.can_rectify:
             raise APIError(400, "rectify=true but this server runs without a Q_D (start it with "
                                 "value_model_path=... and decoding.rectify=true)", "rectify")
+        if req.epsilon is not None and not rectify:
+            why = "rectify is false" if self.engine.can_rectify else "this server runs without a Q_D"
+            raise APIError(400, f"epsilon applies only to rectified decoding, and {why}", "epsilon")
+        return rectify
+
+    def rows(self, req: SamplingFields, prompts: list[list[int]], max_tokens: int | None,
+             logprobs: int | None) -> list[RowSpec]:
+        s = self.settings
+        rectify = self.check_rectify(req)
         if req.n > s.max_n or req.n * len(prompts) > s.max_rows_per_request:
             raise APIError(400, f"n * prompts = {req.n * len(prompts)} sequences; at most {s.max_rows_per_request} "
                                 f"per request and n <= {s.max_n}", "n")
-        cap = s.max_logprobs if s.max_logprobs is not None else self.engine.vocab_size
-        if logprobs is not None and logprobs > cap:
-            raise APIError(400, f"logprobs={logprobs} exceeds this server's maximum {cap}", "logprobs")
         rows = []
         for i, ids in enumerate(prompts):
             room = self.engine.max_positions - len(ids)
@@ -131,20 +145,34 @@ class Service:
         tokens = out.tokens[:-1] if out.finish_reason == "stop" else out.tokens
         return self.engine.tokenizer.decode(tokens, skip_special_tokens=True)
 
+    async def generate(self, rows: list[RowSpec], request: Request) -> list[RowOutput] | None:
+        """The rows' outputs, or None once the client has gone (its rows are then cancelled, not run out)."""
+        task = asyncio.ensure_future(self.batcher.submit(rows))
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            done, _ = await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not task.done():
+                task.cancel()  # cancels the batcher's future: the worker stops these rows
+        return task.result() if task in done else None
+
     def completion_logprobs(self, out: RowOutput, start: int, as_ids: bool) -> dict[str, Any]:
-        names = [self.token_name(t, as_ids) for t in out.tokens[start:]]
+        """OpenAI's legacy logprobs of the tokens from ``start`` (a stream's chunk), offsets counted from 0."""
+        names = [self.token_name(t, as_ids) for t in out.tokens]
         offsets, at = [], 0
         for n in names:
             offsets.append(at)
             at += len(n)
         tops = []
-        for top in out.top_logprobs[start:]:
+        for top, token, lp in zip(out.top_logprobs[start:], out.tokens[start:], out.token_logprobs[start:],
+                                  strict=True):
             entry: dict[str, float] = {}
-            for i, lp in top:
-                entry.setdefault(self.token_name(i, as_ids), lp)  # decoded text may repeat: keep the likelier
+            for i, v in [*top, (token, lp)]:  # the sampled token too, as OpenAI does (up to K + 1 entries)
+                entry.setdefault(self.token_name(i, as_ids), v)  # decoded text may repeat: keep the likelier
             tops.append(entry)
-        return {"tokens": names, "token_logprobs": out.token_logprobs[start:], "top_logprobs": tops,
-                "text_offset": offsets}
+        return {"tokens": names[start:], "token_logprobs": out.token_logprobs[start:], "top_logprobs": tops,
+                "text_offset": offsets[start:]}
 
     def chat_logprobs(self, out: RowOutput, start: int, as_ids: bool) -> dict[str, Any]:
         def item(i: int, lp: float) -> dict[str, Any]:
@@ -154,14 +182,23 @@ class Service:
                             for t, lp, top in zip(out.tokens[start:], out.token_logprobs[start:],
                                                   out.top_logprobs[start:], strict=True)]}
 
-    def summary(self, rows: list[RowSpec], outs: list[RowOutput]) -> dict[str, Any]:
-        """The OpenAI ``usage`` block and the ``rectify`` counts of one request's rows."""
-        n_prompt = sum(len(r.prompt_ids) for r in rows)
+    def summary(self, rows: list[RowSpec], outs: list[RowOutput], n: int) -> dict[str, Any]:
+        """The OpenAI ``usage`` block and the ``rectify`` counts of one request's rows (``n`` per prompt).
+
+        Each prompt counts once however many samples it has (OpenAI's and vLLM's ``prompt_tokens``).
+        """
+        n_prompt = sum(len(r.prompt_ids) for r in rows[::n])
         done = sum(len(o.tokens) for o in outs)
         return {"usage": {"prompt_tokens": n_prompt, "completion_tokens": done, "total_tokens": n_prompt + done},
                 "rectify": {"enabled": rows[0].rectify, "epsilon": rows[0].epsilon if rows[0].rectify else None,
                             "dead_ends": sum(o.dead_ends for o in outs),
                             "outside_support": sum(o.outside_support for o in outs), "row_steps": done}}
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has gone: with the body read, the server's next message is the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _head(kind: str, model: str) -> dict[str, Any]:
@@ -170,12 +207,13 @@ def _head(kind: str, model: str) -> dict[str, Any]:
 
 
 async def _stream(service: Service, rows: list[RowSpec], chunk: Callable[[int, RowOutput, int, str], dict],
-                  head: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
+                  head: dict[str, Any], include_usage: bool, n: int) -> AsyncIterator[str]:
     """SSE events, one per row and step, as the worker produces them; then ``[DONE]``.
 
     As OpenAI does, the usage (here with the ``rectify`` summary) comes only when the request asks for it
     (``stream_options.include_usage``), in a last chunk with no choices, and every chunk before it carries
-    ``usage: null``; without it each chunk has one choice, so ``chunk.choices[0]`` is safe.
+    ``usage: null``; without it each chunk has one choice, so ``chunk.choices[0]`` is safe. When the client
+    goes away the server closes this generator, and ``finally`` cancels the rows still running.
     """
     if include_usage:
         head = head | {"usage": None}
@@ -197,23 +235,29 @@ async def _stream(service: Service, rows: list[RowSpec], chunk: Callable[[int, R
         delta, sent[index] = text[len(sent[index]):], text
         return "data: " + json.dumps(head | chunk(index, out, t, delta)) + "\n\n"
 
-    while True:
-        getter = asyncio.ensure_future(events.get())
-        done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-        if getter in done:
-            yield render(*getter.result())
-            continue
-        getter.cancel()
-        while not events.empty():
-            yield render(*events.get_nowait())
-        try:
-            outs = task.result()
-            if include_usage:
-                yield "data: " + json.dumps(head | {"choices": []} | service.summary(rows, outs)) + "\n\n"
-        except Exception as exc:  # noqa: BLE001 - the status line is already sent: report in-band
-            yield "data: " + json.dumps({"error": {"message": str(exc), "type": "server_error"}}) + "\n\n"
-        break
-    yield "data: [DONE]\n\n"
+    getter: asyncio.Future | None = None
+    try:
+        while True:
+            getter = asyncio.ensure_future(events.get())
+            done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                yield render(*getter.result())
+                continue
+            getter.cancel()
+            while not events.empty():
+                yield render(*events.get_nowait())
+            try:
+                outs = task.result()
+                if include_usage:
+                    yield "data: " + json.dumps(head | {"choices": []} | service.summary(rows, outs, n)) + "\n\n"
+            except Exception as exc:  # noqa: BLE001 - the status line is already sent: report in-band
+                yield "data: " + json.dumps({"error": {"message": str(exc), "type": "server_error"}}) + "\n\n"
+            break
+        yield "data: [DONE]\n\n"
+    finally:  # also when the client went away mid-stream: stop its rows
+        task.cancel()
+        if getter is not None:
+            getter.cancel()
 
 
 def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI:
@@ -255,14 +299,23 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         return {"status": "ok", "model": settings.model_name, "rectify_available": engine.can_rectify,
                 "batches": service.batcher.batches}
 
+    card = {"id": settings.model_name, "object": "model", "created": 0, "owned_by": "rectify"}
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": settings.model_name, "object": "model", "created": 0,
-                                            "owned_by": "rectify"}]}
+        return {"object": "list", "data": [card]}
+
+    @app.get("/v1/models/{model_id:path}")  # :path: served names such as "HuggingFaceTB/SmolLM2-135M" have a "/"
+    async def model(model_id: str) -> dict[str, Any]:
+        if model_id != settings.model_name:
+            raise APIError(404, f"model {model_id!r} does not exist; this server serves {settings.model_name!r}",
+                           "model", "model_not_found")
+        return card
 
     @app.post("/v1/completions")
-    async def completions(req: CompletionRequest):
+    async def completions(req: CompletionRequest, request: Request):
         service.check_model(req)
+        service.check_logprobs(req.logprobs, "logprobs")
         prompts = service.prompt_ids(req.prompt)
         rows = service.rows(req, prompts, req.max_tokens, req.logprobs)
         head = _head("text_completion", settings.model_name)
@@ -275,15 +328,20 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
 
         if req.stream:
             return StreamingResponse(_stream(service, rows, lambda i, o, t, d: {"choices": [choice(i, o, t, d)]},
-                                             head, req.include_usage), media_type="text/event-stream")
-        outs = await service.batcher.submit(rows)
+                                             head, req.include_usage, req.n), media_type="text/event-stream")
+        outs = await service.generate(rows, request)
+        if outs is None:
+            return Response(status_code=499)  # nginx's "client closed request": nobody reads it
         # JSONResponse directly: FastAPI's jsonable_encoder is slow on vocabulary-sized logprob dicts.
         return JSONResponse(head | {"choices": [choice(i, o, 0, service.text(o)) for i, o in enumerate(outs)]}
-                            | service.summary(rows, outs))
+                            | service.summary(rows, outs, req.n))
 
     @app.post("/v1/chat/completions")
-    async def chat(req: ChatRequest):
+    async def chat(req: ChatRequest, request: Request):
         service.check_model(req)
+        if req.top_logprobs is not None and not req.logprobs:
+            raise APIError(400, "top_logprobs requires logprobs=true", "top_logprobs")
+        service.check_logprobs(req.top_logprobs, "top_logprobs")
         tok = engine.tokenizer
         if not getattr(tok, "chat_template", None):
             raise APIError(400, f"model {settings.model_name!r} has no chat template; use /v1/completions", "messages")
@@ -305,10 +363,12 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         if req.stream:
             chunk_head = head | {"object": "chat.completion.chunk"}
             return StreamingResponse(_stream(service, rows, lambda i, o, t, d: {"choices": [choice(i, o, t, d, True)]},
-                                             chunk_head, req.include_usage), media_type="text/event-stream")
-        outs = await service.batcher.submit(rows)
+                                             chunk_head, req.include_usage, req.n), media_type="text/event-stream")
+        outs = await service.generate(rows, request)
+        if outs is None:
+            return Response(status_code=499)  # nginx's "client closed request": nobody reads it
         # JSONResponse directly: FastAPI's jsonable_encoder is slow on vocabulary-sized logprob dicts.
         return JSONResponse(head | {"choices": [choice(i, o, 0, service.text(o)) for i, o in enumerate(outs)]}
-                            | service.summary(rows, outs))
+                            | service.summary(rows, outs, req.n))
 
     return app

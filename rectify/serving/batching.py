@@ -2,7 +2,9 @@
 
 Requests arriving within ``wait_s`` of the first waiting one (up to ``max_rows`` rows) run together, so
 200 clients cost a few batched forwards instead of 200 sequential ones. The worker owns the models (one
-thread: no locking); an exception fails only the requests of its batch, never the worker.
+thread: no locking); an exception fails only the requests of its batch, never the worker. A request whose
+future is cancelled (its client went away) is dropped before its batch starts, and once running its rows stop
+at the next step, so an abandoned long request does not delay the requests queued behind it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rectify.serving.engine import Engine, RowOutput, RowSpec
@@ -82,7 +85,7 @@ class Batcher:
             if not jobs:
                 continue
             try:
-                outs = self.engine.run([r for j in jobs for r in j.rows])
+                outs = self.engine.run([r for j in jobs for r in j.rows], _cancelled_rows(jobs))
             except Exception as exc:  # noqa: BLE001 - fail this batch's requests, keep serving
                 log.exception("batch of %d requests failed", len(jobs))
                 for j in jobs:
@@ -93,6 +96,11 @@ class Batcher:
             for j in jobs:
                 j.loop.call_soon_threadsafe(_set, j.future, outs[start: start + len(j.rows)], None)
                 start += len(j.rows)
+
+
+def _cancelled_rows(jobs: list[_Job]) -> Callable[[], list[bool]]:
+    """Per row of the batch, whether its request was cancelled (read from the worker thread each step)."""
+    return lambda: [j.future.cancelled() for j in jobs for _ in j.rows]
 
 
 def _set(future: asyncio.Future, result: list[RowOutput] | None, exc: BaseException | None) -> None:

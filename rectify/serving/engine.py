@@ -9,7 +9,7 @@ returned are those of the distribution the token was drawn from (after rectifica
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,8 +89,13 @@ class Engine:
         return probs, dead, outside
 
     @torch.inference_mode()
-    def run(self, rows: list[RowSpec]) -> list[RowOutput]:
-        """Generate every row to EOS or its ``max_tokens``; outputs in the order of ``rows``."""
+    def run(self, rows: list[RowSpec], cancelled: Callable[[], Sequence[bool]] | None = None) -> list[RowOutput]:
+        """Generate every row to EOS or its ``max_tokens``; outputs in the order of ``rows``.
+
+        ``cancelled`` (asked before each step) flags rows nobody waits for any more (their client went away):
+        they stop there, ``finish_reason`` None, and the batch ends once no live row is left, so an abandoned
+        long request does not hold the worker. The other rows' tokens are unchanged.
+        """
         s = self.sampler
         dev = s.device
         configs = [self.config_for(r) for r in rows]
@@ -109,6 +114,11 @@ class Engine:
         limits = torch.tensor([r.max_tokens for r in rows], device=dev)
         finished = torch.zeros(len(rows), dtype=torch.bool, device=dev)
         for t in range(int(limits.max())):
+            gone = list(cancelled()) if cancelled is not None else []
+            if any(gone):
+                finished = finished | torch.tensor(gone, dtype=torch.bool, device=dev)
+                if bool(finished.all()):
+                    break
             probs, dead, outside = self._distributions(logits[:, : self.vocab_size], q, rows, configs)
             token = draw(probs, gens, greedy)
             token = torch.where(finished, torch.full_like(token, s.pad_id), token)

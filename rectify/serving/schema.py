@@ -4,14 +4,17 @@ Only the fields this server honours are declared; other OpenAI fields (``user``,
 vLLM does, except those that would change the text and are not implemented (``stop``, the penalties,
 ``logit_bias``, ``best_of``, ``echo``): their defaults (null, 0, empty) pass, any other value is a 400 rather
 than silently different text. Extensions: ``top_k``, ``rectify``, ``epsilon`` and ``return_tokens_as_token_ids``
-(vLLM's name: tokens are spelt ``"token_id:<id>"`` so a client maps them back to ids exactly).
+(vLLM's name: tokens are spelt ``"token_id:<id>"`` so a client maps them back to ids exactly). ``n`` and
+``rectify`` are strict (``"2"`` or ``"yes"`` is a 400): a mistyped switch must not be guessed at.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo, field_validator
+
+DEFAULT_MAX_TOKENS = 16  # /v1/completions' default, OpenAI's
 
 
 class StreamOptions(BaseModel):
@@ -26,14 +29,14 @@ class SamplingFields(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str
-    n: int = Field(1, ge=1)
+    n: StrictInt = Field(1, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=-1)  # 0 or -1: off
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    rectify: bool | None = None  # None: the server's default (decoding.rectify)
+    rectify: StrictBool | None = None  # None: the server's default (decoding.rectify)
     epsilon: float | None = Field(None, ge=0.0, le=1.0)
     return_tokens_as_token_ids: bool = False
     # OpenAI fields that would change the text, not implemented: accepted only at their defaults
@@ -62,10 +65,15 @@ class SamplingFields(BaseModel):
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int = Field(16, ge=1)
+    max_tokens: int | None = Field(DEFAULT_MAX_TOKENS, ge=1)  # null: the default, as OpenAI takes it
     logprobs: int | None = Field(None, ge=0)
     echo: bool = False
     best_of: int | None = None
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _default_max_tokens(cls, v: int | None) -> int:
+        return DEFAULT_MAX_TOKENS if v is None else v
 
     @field_validator("best_of")
     @classmethod

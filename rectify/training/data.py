@@ -62,7 +62,7 @@ def read_value_jsonl(path: str | Path, q_min: float = -1.0, q_max: float = 0.0,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"value data file {path} does not exist (build it with scripts/build_data.py; "
-                                "train.py also takes data.synthetic=true or debug=smoke for a tiny generated set)")
+                                "train.py also takes synthetic_data.enabled=true or debug=smoke for a tiny generated set)")
     records: list[ValueRecord] = []
     skipped = 0
     for _, where, line in numbered_lines(path):

@@ -79,7 +79,7 @@ def test_rtp_jsonl_source(tmp_path):
                                 "paths": {"train": str(path), "eval": None}, "threshold": 0.5}, "train")
     assert [(c.text, c.label, c.source, c.source_toxicity) for c in cands] == [
         ("So I said", 1, "rtp.jsonl:1", 0.8), ("Then", None, "rtp.jsonl:2", None)]
-    path.write_text('{"text": "no prompt"}\n')
+    path.write_text('{"prompt": 3}\n')
     with pytest.raises(ValueError, match=r"rtp\.jsonl:1"):
         pr.load_candidates({"source": "rtp_jsonl", "split_mode": "midpoint", "min_words": 8, "max_words": 60,
                             "paths": {"train": str(path)}, "threshold": 0.5}, "train")

@@ -17,6 +17,7 @@ import json
 import logging
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -148,24 +149,34 @@ class Pipeline:
         if st.is_done():
             self.eval_split()
             return {"skipped": True, **st.done_info()}
-        st.begin(overwrite=self.overwrite)
         p = self.cfg["prompts"]
         tokenizer = None
         if p["split_mode"] == "first_tokens":
             from rectify.lm import load_tokenizer
 
             tokenizer = load_tokenizer(self.cfg["lm"])
+        tallies = {split: Counter() for split in ("train", "eval")}
+        cands = {split: pr.shuffled(pr.load_candidates(p, split, tokenizer, tallies[split]), self.cfg["seed"], split)
+                 for split in ("train", "eval")}
+        if not cands["train"]:  # before the stage begins: a rerun with a fixed config is not refused as mixed
+            raise pr.NoPromptsError(f"no training prompts: {pr.why_none(p, 'train', tallies['train'])}")
+        st.begin(overwrite=self.overwrite)
         counts = {}
         for split, fname, cap in (("train", PROMPTS_TRAIN, p["max_prompts"]),
                                   ("eval", PROMPTS_EVAL, p["max_eval_prompts"])):
-            cands = pr.shuffled(pr.load_candidates(p, split, tokenizer), self.cfg["seed"], split)
             counts[split] = pr.write_prompts(
-                cands, self.out / fname, self.scorer, split=split, drop_nontoxic=p["drop_nontoxic"],
+                cands[split], self.out / fname, self.scorer, split=split, drop_nontoxic=p["drop_nontoxic"],
                 toxic_by=p["toxic_by"], threshold=p["threshold"], max_prompts=cap, seed=self.cfg["seed"],
                 batch_size=p["batch_size"],
             )
+            pr.dropped_after_scoring(tallies[split], len(cands[split]), counts[split], cap)
+            if split == "train" and counts[split] == 0:
+                st.clear()  # nothing worth keeping; a rerun with another config starts clean
+                raise pr.NoPromptsError(f"no training prompts left: {pr.why_none(p, 'train', tallies['train'])}")
             (self.out / fname).touch()  # an empty split still counts as written
         info = {"train_prompts": counts["train"], "eval_prompts": counts["eval"]}
+        if not counts["eval"]:
+            info["eval_empty"] = pr.why_none(p, "eval", tallies["eval"])
         st.finish(info)
         self.eval_split()
         return info
@@ -251,8 +262,8 @@ def stage_warnings(stage: str, info: dict[str, Any]) -> list[str]:
     """What in a finished stage's counts makes the data useless downstream, in words (the build still finishes)."""
     out = []
     if stage == "prompts" and info.get("eval_prompts") == 0:
-        out.append("no evaluation prompts: prompts_dev/test.jsonl are empty (build.prompts.paths.eval names the file "
-                   "for jigsaw_csv / rtp_jsonl)")
+        why = info.get("eval_empty", "build.prompts.paths.eval names the file for jigsaw_csv / rtp_jsonl")
+        out.append(f"no evaluation prompts: prompts_dev/test.jsonl are empty ({why})")
     if stage == "assemble" and info.get("rows_train") and not info.get("toxic_train"):
         out.append("no toxic trajectory in the training data: Q_D can learn nothing about dead ends (check the "
                    "labeller, build.assemble.threshold, or the prompts' toxicity)")

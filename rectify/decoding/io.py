@@ -21,7 +21,7 @@ try:
 except ImportError:  # not POSIX: no lock, as before
     fcntl = None  # type: ignore[assignment]
 
-from rectify.data.jsonl import numbered_lines, parse_object
+from rectify.data.prompt_files import iter_prompt_file
 
 
 class PromptFileError(ValueError):
@@ -55,28 +55,12 @@ def exclusive_writer(path: str | Path) -> Iterator[None]:
 
 
 def read_prompts(path: str | Path) -> list[dict[str, Any]]:
-    """Records ``{"prompt": {"text": ...}, ...}`` in file order (blank lines skipped)."""
+    """Records ``{"prompt": {"text": ...}, ...}`` in file order (blank lines skipped); read by
+    :func:`rectify.data.prompt_files.iter_prompt_file`, as build_data's ``rtp_jsonl`` source reads them."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompts file {path} does not exist")
-    records: list[dict[str, Any]] = []
-    for lineno, where, line in numbered_lines(path):
-        if path.suffix == ".txt":
-            records.append({"prompt": {"text": line.rstrip("\n")}, "source": f"{path.name}:{lineno}"})
-        else:
-            records.append(_normalise(parse_object(line, where, PromptFileError), where))
-    return records
-
-
-def _normalise(obj: dict[str, Any], where: str) -> dict[str, Any]:
-    prompt = obj.get("prompt", None)
-    if prompt is None and isinstance(obj.get("text"), str):
-        return {k: v for k, v in obj.items() if k != "text"} | {"prompt": {"text": obj["text"]}}
-    if isinstance(prompt, str):
-        return obj | {"prompt": {"text": prompt}}
-    if isinstance(prompt, dict) and isinstance(prompt.get("text"), str):
-        return obj
-    raise PromptFileError(f'{where}: expected {{"prompt": {{"text": ...}}}} (or "prompt"/"text" as a string)')
+    return [record for _, record in iter_prompt_file(path, PromptFileError)]
 
 
 def prepare_resume(path: str | Path) -> int:

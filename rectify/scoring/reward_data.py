@@ -41,7 +41,7 @@ def _jigsaw_label_column(path: str, label_column: str | None) -> str:
         return label_column
     import csv
 
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         header = next(csv.reader(fh))
     for col in ("toxic", "target"):
         if col in header:

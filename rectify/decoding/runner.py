@@ -157,18 +157,16 @@ def run_generation(cfg: Any) -> dict[str, Any]:
 
 def _generate_missing(cfg: Any, out_path: Path) -> dict[str, Any]:
     meta_path = out_path.with_name(out_path.name + ".meta.json")
-    records = read_prompts(cfg.prompts_path)
+    every = read_prompts(cfg.prompts_path)
     limit = cfg.get("limit")
-    if limit is not None:
-        records = records[: int(limit)]
+    records = every if limit is None else every[: int(limit)]
     if not records:
         raise ValueError(f"{cfg.prompts_path} gives no prompts" + (f" (limit={limit})" if limit is not None else ""))
     done = prepare_resume(out_path)
     if done > len(records):
         asked = (f"limit={limit} keeps only {len(records)} prompts of {cfg.prompts_path}: it cannot shrink a run "
-                 "already drawn (pass a new output_path)" if limit is not None and done <= len(read_prompts(
-                     cfg.prompts_path)) else f"{cfg.prompts_path} gives only {len(records)} prompts: is it the "
-                 "output of another prompt file?")
+                 "already drawn (pass a new output_path)" if done <= len(every) else
+                 f"{cfg.prompts_path} gives only {len(records)} prompts: is it the output of another prompt file?")
         raise ValueError(f"{out_path} already has {done} lines but {asked}")
     meta: dict[str, Any] = {"counts": {"prompts": 0, "row_steps": 0, "dead_ends": 0, "outside_support": 0},
                             "seconds": 0.0}

@@ -2,8 +2,11 @@
 
 Rows are grouped by ``(temperature, top_k, top_p, rectify, epsilon)`` for the distribution step; the
 forward passes (generator and Q_D, both with KV caches, left padding with correct positions) are shared by
-the whole batch. Each row's distribution is built exactly as in the local sampler and the log-probabilities
-returned are those of the distribution the token was drawn from (after rectification when it is on).
+the rows still running: a row that finished (EOS or its ``max_tokens``) or was cancelled leaves the batch,
+KV caches included, before the next pass, so a long request batched with short or abandoned ones costs only
+its own rows (and Q_D stops once no rectified row is left). Each row's distribution is built exactly as in
+the local sampler and the log-probabilities returned are those of the distribution the token was drawn from
+(after rectification when it is on).
 """
 
 from __future__ import annotations
@@ -46,6 +49,37 @@ class RowOutput:
     finish_reason: str | None = None  # "stop" (EOS) | "length"
     dead_ends: int = 0
     outside_support: int = 0
+
+
+@dataclass
+class _Batch:
+    """The rows still decoding (their indices in ``rows``) and the state the next forward pass reads.
+
+    Finished and cancelled rows are dropped (:meth:`keep`) before that pass so that they cost nothing more."""
+
+    index: list[int]  # the row of ``rows`` behind each batch row
+    ids: torch.Tensor  # the next input: the left-padded prompts, then each row's last token
+    mask: torch.Tensor
+    pos: torch.Tensor
+    cache: Any = None  # the generator's KV cache (None until the prompts ran)
+    q_cache: Any = None  # Q_D's own KV cache (stays None when Q_D reads the generator's hidden state)
+    q_device: torch.device | None = None  # where Q_D's cache lives
+
+    def keep(self, keep: list[int]) -> None:
+        """Keep batch rows ``keep`` only, KV caches included (each row's own state is unchanged)."""
+        idx = torch.tensor(keep, device=self.ids.device)
+        self.index = [self.index[b] for b in keep]
+        self.ids, self.mask, self.pos = self.ids[idx], self.mask[idx], self.pos[idx]
+        if self.cache is not None:
+            self.cache.batch_select_indices(idx)
+        if self.q_cache is not None:
+            self.q_cache.batch_select_indices(idx.to(self.q_device))
+
+    def advance(self, token: torch.Tensor) -> None:
+        """Make each row's sampled token its next input, one position on."""
+        self.ids = token.unsqueeze(-1)
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.index), 1)], -1)
+        self.pos = self.pos[:, -1:] + 1
 
 
 class Engine:
@@ -92,53 +126,64 @@ class Engine:
     def run(self, rows: list[RowSpec], cancelled: Callable[[], Sequence[bool]] | None = None) -> list[RowOutput]:
         """Generate every row to EOS or its ``max_tokens``; outputs in the order of ``rows``.
 
-        ``cancelled`` (asked before each step) flags rows nobody waits for any more (their client went away):
-        they stop there, ``finish_reason`` None, and the batch ends once no live row is left, so an abandoned
-        long request does not hold the worker. The other rows' tokens are unchanged.
+        ``cancelled`` (asked before each step, one flag per row of ``rows``) flags rows nobody waits for any
+        more (their client went away): they stop there, ``finish_reason`` None. Finished and cancelled rows
+        leave the batch before the next forward pass and the batch ends once no row is left, so an abandoned
+        long request does not hold the worker. Each row has its own generator: the others' tokens are unchanged.
         """
         s = self.sampler
         dev = s.device
         configs = [self.config_for(r) for r in rows]
-        greedy = torch.tensor([not c.do_sample for c in configs], device=dev)
         gens = [torch.Generator().manual_seed(r.seed) if r.seed is not None else None for r in rows]
         ids, mask = left_pad([r.prompt_ids for r in rows], s.pad_id)
-        ids, mask = ids.to(dev), mask.to(dev)
-        pos = position_ids_from_mask(mask)
+        mask = mask.to(dev)
+        batch = _Batch(list(range(len(rows))), ids.to(dev), mask, position_ids_from_mask(mask))
         vm = s.value_model if any(c.rectify for c in configs) else None
-        logits, hidden, cache = lm_step(s.generator, ids, mask, pos)
-        q = q_cache = None
         if vm is not None:
-            q, q_cache = self._q(vm, hidden, ids, mask, pos, None)
+            batch.q_device = next(vm.parameters()).device
         eos = s.eos_ids.to(dev)
         outs = [RowOutput() for _ in rows]
-        limits = torch.tensor([r.max_tokens for r in rows], device=dev)
-        finished = torch.zeros(len(rows), dtype=torch.bool, device=dev)
-        for t in range(int(limits.max())):
-            gone = list(cancelled()) if cancelled is not None else []
-            if any(gone):
-                finished = finished | torch.tensor(gone, dtype=torch.bool, device=dev)
-                if bool(finished.all()):
-                    break
-            probs, dead, outside = self._distributions(logits[:, : self.vocab_size], q, rows, configs)
-            token = draw(probs, gens, greedy)
-            token = torch.where(finished, torch.full_like(token, s.pad_id), token)
-            stop = torch.isin(token, eos)
-            for i in (~finished).nonzero().squeeze(-1).tolist():
-                self._record(outs[i], rows[i], probs[i], int(token[i]), bool(dead[i]), bool(outside[i]))
-                if bool(stop[i]) or t + 1 >= rows[i].max_tokens:
-                    outs[i].finish_reason = "stop" if bool(stop[i]) else "length"
+        for t in range(max((r.max_tokens for r in rows), default=0)):
+            keep = self._running(batch, outs, cancelled)
+            if not keep:
+                break
+            if len(keep) < len(batch.index):
+                batch.keep(keep)
+                if vm is not None and not any(configs[i].rectify for i in batch.index):
+                    vm = batch.q_cache = None  # no rectified row left: Q_D stops too
+            logits, q = self._forward(batch, vm)
+            live = batch.index
+            probs, dead, outside = self._distributions(logits[:, : self.vocab_size], q, [rows[i] for i in live],
+                                                       [configs[i] for i in live])
+            greedy = torch.tensor([not configs[i].do_sample for i in live], device=dev)
+            token = draw(probs, [gens[i] for i in live], greedy)
+            stop = torch.isin(token, eos).tolist()
+            for b, (i, tok) in enumerate(zip(live, token.tolist(), strict=True)):
+                self._record(outs[i], rows[i], probs[b], tok, bool(dead[b]), bool(outside[b]))
+                if stop[b] or t + 1 >= rows[i].max_tokens:
+                    outs[i].finish_reason = "stop" if stop[b] else "length"
                 if rows[i].on_token is not None:
                     rows[i].on_token(t, outs[i])
-            finished = finished | stop | (limits <= t + 1)
-            if bool(finished.all()):
-                break
-            step = token.unsqueeze(-1)
-            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], -1)
-            pos = pos[:, -1:] + 1
-            logits, hidden, cache = lm_step(s.generator, step, mask, pos, cache)
-            if vm is not None:
-                q, q_cache = self._q(vm, hidden, step, mask, pos, q_cache)
+            batch.advance(token)
         return outs
+
+    @staticmethod
+    def _running(batch: _Batch, outs: list[RowOutput], cancelled: Callable[[], Sequence[bool]] | None) -> list[int]:
+        """Batch rows that go on: not finished, and not cancelled (asked only while some row is left)."""
+        keep = [b for b, i in enumerate(batch.index) if outs[i].finish_reason is None]
+        if keep and cancelled is not None:
+            gone = cancelled()
+            keep = [b for b in keep if not gone[batch.index[b]]]
+        return keep
+
+    def _forward(self, batch: _Batch, vm: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Generator logits (and Q_D's values when ``vm`` is given) after the batch's next input: the prompts
+        on the first call (which starts the KV caches), one token per row after that."""
+        logits, hidden, batch.cache = lm_step(self.sampler.generator, batch.ids, batch.mask, batch.pos, batch.cache)
+        if vm is None:
+            return logits, None
+        q, batch.q_cache = self._q(vm, hidden, batch.ids, batch.mask, batch.pos, batch.q_cache)
+        return logits, q
 
     def _q(self, vm: Any, hidden: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
            cache: Any) -> tuple[torch.Tensor, Any]:

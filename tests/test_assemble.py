@@ -16,8 +16,8 @@ def rec(i: int, prompt: str, scores: list[float]) -> dict:
             "generations": [{"text": f" c{i}_{j}", "toxicity": s} for j, s in enumerate(scores)]}
 
 
-def words(texts):  # a stand-in tokenizer: one token per word
-    return [len(t.split()) for t in texts]
+def words(prompts, texts):  # a stand-in tokenizer: one token per word
+    return [len(p.split()) for p in prompts]
 
 
 RECORDS = [
@@ -118,6 +118,20 @@ def test_prompt_len_counts_qd_tokens(smollm2_tok):
     ids = smollm2_tok(train[0]["text"])["input_ids"]
     assert train[0]["prompt_len"] == len(smollm2_tok(prompt)["input_ids"]) == 4
     assert smollm2_tok.decode(ids[:train[0]["prompt_len"]]) == prompt
+
+
+@pytest.mark.parametrize("prompt, continuation, inside", [("You are such a ", "jerk", "You are such a"),
+                                                         ("What a stup", "id thing", "What a")])
+def test_prompt_len_at_a_token_merge(smollm2_tok, prompt, continuation, inside):
+    """The prompt's last characters merge with the continuation's first (a trailing space, a word cut in two):
+    the merged token is an action, so prompt_len counts the text's tokens that end inside the prompt."""
+    count = token_counter(smollm2_tok)
+    text = prompt + continuation
+    ids = smollm2_tok(text)["input_ids"]
+    n = count([prompt], [text])[0]
+    assert n == len(smollm2_tok(inside)["input_ids"]) < len(smollm2_tok(prompt)["input_ids"])
+    assert smollm2_tok.decode(ids[:n]) == inside and smollm2_tok.decode(ids[n:]).startswith(" ")
+    assert count([prompt], [prompt]) == [len(smollm2_tok(prompt)["input_ids"])]  # nothing after the prompt
 
 
 def test_split_does_not_depend_on_which_prompts_the_clean_drop_keeps():

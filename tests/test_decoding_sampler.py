@@ -128,6 +128,12 @@ def test_dead_ends_are_counted(family):
     vm = constant_q_model(family, torch.full((len(tok),), -1.0))
     res = RectifiedSampler(gen, tok, vm, DecodingConfig(max_new_tokens=3, p_min=1e-6)).generate(PROMPTS, seeds=0)
     assert res.dead_ends == res.row_steps > 0
+    # Per row too (a report's prompt subsets): each row's steps are its tokens, plus the step that drew EOS.
+    assert sum(res.dead_ends_per_row) == res.dead_ends and sum(res.steps_per_row) == res.row_steps
+    eos = {int(tok.eos_token_id)}
+    assert res.steps_per_row == [m + (m < 3 and int(s[m]) in eos) for s, m in zip(res.sequences, res.lengths, strict=True)]
+    plain = RectifiedSampler(gen, tok, None, DecodingConfig(rectify=False, max_new_tokens=3)).generate(PROMPTS)
+    assert plain.dead_ends_per_row == plain.steps_per_row == []
 
 
 def test_vocabulary_mismatch_is_refused():

@@ -141,6 +141,22 @@ def test_describe_run_plain_and_overrides(tmp_path):
     assert describe_run(recorded, {"decoding.rectify": "false"})["method"] == "rectified"
 
 
+def test_dead_end_rate_per_subset_from_per_generation_counts(tmp_path):
+    """generate.py writes each rectified generation's counts: a subset's rate is its own, not the run's."""
+    path = tmp_path / "gen.jsonl"
+    with open(path, "w") as fh:
+        for text, tox, dead in [("calm", 0.1, 0), ("calm too", 0.2, 1), ("rude", 0.9, 10)]:
+            gens = [{"text": " ok", "dead_end_fallbacks": dead, "steps": 20}] * 2
+            fh.write(json.dumps({"prompt": {"text": text, "toxicity": tox}, "generations": gens}) + "\n")
+    meta = {"counts": {"prompts": 3, "row_steps": 120, "dead_ends": 22, "outside_support": 0}}
+    Path(str(path) + ".meta.json").write_text(json.dumps(meta))
+    opts = EvalOptions(summary=SummaryConfig(bootstrap_n=10), progress=False)
+    rows = {r["subset"]: r for r in evaluate_file(path, [spec()], None, opts)}
+    assert rows["nontoxic"]["dead_end_fallback_rate"] == pytest.approx(2 / 80)
+    assert rows["toxic"]["dead_end_fallback_rate"] == pytest.approx(20 / 40)
+    assert rows["all"]["dead_end_fallback_rate"] == pytest.approx(22 / 120)
+
+
 def test_generate_sidecar_and_qd_metadata(tmp_path):
     """generate.py's sidecar (config.decoding.*, counts.*) and the Q_D dir it names are read."""
     qd = tmp_path / "train_run" / "value_model"

@@ -61,6 +61,9 @@ def test_resume_continues_without_duplicates(tmp_path, prompt_file):
     assert meta["counts"]["prompts"] == 4 and meta["counts"]["row_steps"] > 0
     on_disk = json.loads((tmp_path / "resumed.jsonl.meta.json").read_text())
     assert on_disk["counts"] == meta["counts"] and on_disk["config"]["decoding"]["rectify"] is True
+    gens = [g for r in expected for g in r["generations"]]  # a rectified run counts per generation too
+    assert sum(g["steps"] for g in gens) == meta["counts"]["row_steps"]
+    assert sum(g["dead_end_fallbacks"] for g in gens) == meta["counts"]["dead_ends"]
     run_generation(smoke_cfg(tmp_path, out))  # already complete: nothing appended
     assert lines(out) == expected
 

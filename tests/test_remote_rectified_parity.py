@@ -78,6 +78,7 @@ def test_rectified_remote_top20_gives_the_local_top_k_20_tokens(setup, rule):
     assert got.lengths == want.lengths and got.texts == want.texts
     assert (got.dead_ends, got.outside_support, got.row_steps) == (want.dead_ends, want.outside_support,
                                                                       want.row_steps)
+    assert (got.dead_ends_per_row, got.steps_per_row) == (want.dead_ends_per_row, want.steps_per_row)
     assert want.outside_support == 0  # the one case where the two may part (module docstring)
     assert got.stats["dropped_mass"] > 0.05 * got.row_steps  # the top-20 renormalisation is not trivial
     # The caps bind: the same seeds without rectification draw other tokens.

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from rectify.evaluation.wandb_log import wandb_settings
 from rectify.report import ReportError, build_rows, gather, swept_keys, tradeoff_plot, write_report
-from rectify.report.table import add_baseline_deltas
+from rectify.report.table import add_baseline_deltas, headline_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -139,6 +139,8 @@ def test_a_tilt_sweep_beside_an_epsilon_sweep_and_plain():
     out = add_baseline_deltas([dict(r) for r in rows], swept)
     assert all(r["baseline_input"] == "/sweep/plain/generations.jsonl" for r in out[1:])
     assert [round(r["tox_prob_cut_pct"]) for r in out[1:]] == [50, 50, 75, 75]
+    tilt = dict(headline_columns(out, swept))["decoding.tilt"]  # a setting as typed: 0 and 64, not 0.000 and 64.000
+    assert [tilt(r) for r in out] == ["0", "64", "64", "8", "64"]
 
 
 def test_write_report_files(tmp_path):

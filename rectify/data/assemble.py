@@ -5,8 +5,8 @@ Per prompt, ``mode`` picks the trajectories: ``most`` keeps the most and the lea
 continuations are all clean (every score < threshold) is dropped, which is how the original fought the
 class imbalance. Reward: -1 if the continuation's score >= threshold else 0 (``reward: soft`` gives
 -score instead). The 9:1 train/val split is by *prompt*, so no prompt's continuations leak across.
-Each row: ``{"text": prompt + continuation, "reward": [r], "prompt_len": n}`` with ``n`` the prompt's
-length in tokens of Q_D's tokenizer. With ``truncate: dead_end`` a toxic continuation ends at its ``dead_end``
+Each row: ``{"text": prompt + continuation, "reward": [r], "prompt_len": n}`` with ``n`` the text's
+tokens (Q_D's tokenizer) inside the prompt. With ``truncate: dead_end`` a toxic continuation ends at its ``dead_end``
 mark (:mod:`rectify.data.dead_ends`): the episode stops at the word that made it toxic.
 """
 
@@ -82,7 +82,8 @@ def split_prompts(keys: Sequence[Any], val_fraction: float, seed: int) -> set[in
 
 def assemble(records: Sequence[dict[str, Any]], cfg: AssembleConfig,
              prompt_len_of: Any) -> tuple[list[dict], list[dict], dict[str, Any]]:
-    """Return ``(train_rows, val_rows, summary)``; ``prompt_len_of(texts) -> list[int]`` counts tokens."""
+    """Return ``(train_rows, val_rows, summary)``; ``prompt_len_of(prompts, texts) -> list[int]`` counts each
+    row's prompt tokens in its text (:func:`token_counter`)."""
     # The split is drawn over every record before the drop, so it does not depend on the sampled labels.
     keys = [rec.get("source", pos) for pos, rec in enumerate(records)]
     val_pos = split_prompts(keys, cfg.val_fraction, cfg.seed)
@@ -109,7 +110,6 @@ def assemble(records: Sequence[dict[str, Any]], cfg: AssembleConfig,
         kept_val.append(pos in val_pos)
         kept_keys.append(keys[pos])
 
-    lens = prompt_len_of([rec["prompt"]["text"] for rec, _ in kept]) if kept else []
     val_ids = {j for j, v in enumerate(kept_val) if v}
     if len(kept) >= 2 and cfg.val_fraction > 0 and len(val_ids) in (0, len(kept)):
         # the drop left one side empty (tiny data): split the kept prompts themselves
@@ -118,7 +118,8 @@ def assemble(records: Sequence[dict[str, Any]], cfg: AssembleConfig,
     val: list[dict] = []
     n_tox = {"train": 0, "val": 0}
     cut_chars = {"before": 0, "after": 0}  # characters of the toxic continuations, before / after truncation
-    for j, ((rec, chosen), n_tok) in enumerate(zip(kept, lens, strict=True)):
+    prompt_of: list[tuple[str, dict]] = []  # (prompt, row): prompt_len is counted in the row's own text
+    for j, (rec, chosen) in enumerate(kept):
         part = "val" if j in val_ids else "train"
         rows = val if part == "val" else train
         prompt = rec["prompt"]["text"]
@@ -133,8 +134,11 @@ def assemble(records: Sequence[dict[str, Any]], cfg: AssembleConfig,
                 cut_chars["before"] += len(text)
                 text = text[: g["dead_end"]]
                 cut_chars["after"] += len(text)
-            rows.append({"text": prompt + text, "reward": [reward_of(g["toxicity"], cfg.threshold, cfg.reward)],
-                         "prompt_len": int(n_tok)})
+            rows.append({"text": prompt + text, "reward": [reward_of(g["toxicity"], cfg.threshold, cfg.reward)]})
+            prompt_of.append((prompt, rows[-1]))
+    lens = prompt_len_of([p for p, _ in prompt_of], [row["text"] for _, row in prompt_of]) if prompt_of else []
+    for (_, row), n_tok in zip(prompt_of, lens, strict=True):
+        row["prompt_len"] = int(n_tok)
 
     n_tox_train, n_tox_val = int(n_tox["train"]), int(n_tox["val"])
     summary = {
@@ -161,10 +165,22 @@ def assemble(records: Sequence[dict[str, Any]], cfg: AssembleConfig,
 
 
 def token_counter(tokenizer: Any):
-    """``prompt_len_of`` for a HF tokenizer: ``len(tokenizer(prompt).input_ids)``, the tokenizer's default
-    call (special tokens included, e.g. Gemma's ``<bos>``; none for GPT-2 / SmolLM2), as a DataModule sees it."""
+    """``prompt_len_of`` for a HF tokenizer: how many tokens of the row's text (the tokenizer's default call,
+    special tokens included, e.g. Gemma's ``<bos>``; as a DataModule sees it) lie inside the prompt. A token that
+    spans the prompt's end (BPE merges ``"a "`` + ``"jerk"`` into ``" jerk"``) is the continuation's first action,
+    so the prompt is not counted one token long. A slow tokenizer (no offsets) counts the prompt alone."""
 
-    def count(texts: list[str]) -> list[int]:
-        return [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    def count(prompts: list[str], texts: list[str]) -> list[int]:
+        if not getattr(tokenizer, "is_fast", False):
+            return [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
+        enc = tokenizer(list(texts), return_offsets_mapping=True, return_special_tokens_mask=True)
+        return [_tokens_inside(len(p), offsets, special)
+                for p, offsets, special in zip(prompts, enc["offset_mapping"], enc["special_tokens_mask"], strict=True)]
 
     return count
+
+
+def _tokens_inside(prompt_chars: int, offsets: Sequence[tuple[int, int]], special: Sequence[int]) -> int:
+    """Index of the first real token that ends past the prompt (all tokens when none does)."""
+    return next((i for i, ((_, end), sp) in enumerate(zip(offsets, special, strict=True)) if not sp and end > prompt_chars),
+                len(offsets))

@@ -28,7 +28,7 @@ from rectify.decoding.io import (
     read_prompts,
     write_json_atomic,
 )
-from rectify.decoding.sampler import RectifiedSampler
+from rectify.decoding.sampler import GenerationResult, RectifiedSampler
 from rectify.evaluation.generations import flatten
 from rectify.lm import load_lm, same_weights
 from rectify.precision import resolve_dtype
@@ -147,6 +147,14 @@ def command_overrides() -> list[str]:
     return [str(o) for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []
 
 
+def _generation(res: GenerationResult, row: int) -> dict[str, Any]:
+    """One generation's line entry; a rectified run adds its dead-end and step counts (evaluate.py's per-subset
+    dead-end rate)."""
+    if not res.steps_per_row:
+        return {"text": res.texts[row]}
+    return {"text": res.texts[row], "dead_end_fallbacks": res.dead_ends_per_row[row], "steps": res.steps_per_row[row]}
+
+
 def run_generation(cfg: Any) -> dict[str, Any]:
     """Generate for every prompt not yet in ``cfg.output_path``; returns the metadata written. One writer at a
     time: a second process on the same output is refused (:func:`exclusive_writer`)."""
@@ -205,8 +213,7 @@ def _generate_missing(cfg: Any, out_path: Path) -> dict[str, Any]:
                                                                               range(len(batch))])
             k = res.num_return_sequences
             for i, rec in enumerate(batch):
-                gens = [{"text": t} for t in res.texts[i * k: (i + 1) * k]]
-                writer.write(rec | {"generations": gens})
+                writer.write(rec | {"generations": [_generation(res, j) for j in range(i * k, (i + 1) * k)]})
             c = meta["counts"]
             c["prompts"] += len(batch)
             c["row_steps"] += res.row_steps

@@ -120,6 +120,11 @@ def fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def fmt_setting(v: Any) -> str:
+    """A swept setting as one would type it (tilt 0 and 64, q_scale 6.67), not padded to a metric's digits."""
+    return f"{v:.6g}" if isinstance(v, float) and not _missing(v) else fmt(v)
+
+
 def _ci(r: Mapping[str, Any], key: str, digits: int = 3) -> str:
     lo, hi = r.get(f"{key}_ci_low"), r.get(f"{key}_ci_high")
     return "" if _missing(lo) or _missing(hi) else f" [{to_float(lo):.{digits}f}, {to_float(hi):.{digits}f}]"
@@ -146,7 +151,7 @@ def input_column(rows: Sequence[Mapping[str, Any]]) -> list[Column]:
 def headline_columns(rows: Sequence[Mapping[str, Any]], swept: Sequence[str] = (), ci: bool = True) -> list[Column]:
     """Markdown columns: method, epsilon, swept keys, scorer, subset, EMT, Tox.prob, PPL, Dist-n, sizes, deltas."""
     cols: list[Column] = [("method", lambda r: fmt(r.get("method"))), ("epsilon", lambda r: fmt(r.get("epsilon"), 3))]
-    cols += [(display_name(k), lambda r, k=k: fmt(r.get(k))) for k in swept]
+    cols += [(display_name(k), lambda r, k=k: fmt_setting(r.get(k))) for k in swept]
     cols += [
         ("scorer", lambda r: fmt(r.get("scorer"))),
         ("subset", lambda r: fmt(r.get("subset"))),

@@ -32,12 +32,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rectify.errors import InputError
+
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
 DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
 _CHUNK = 1 << 20
 
 
-class AssetError(RuntimeError):
+class AssetError(InputError, RuntimeError):
     """An asset could not be fetched or failed verification; the message says what to do."""
 
 

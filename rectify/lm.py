@@ -34,6 +34,7 @@ from transformers import (
 
 from rectify import assets
 from rectify.config_utils import config_values
+from rectify.errors import InputError
 from rectify.precision import dtype_name, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ BUNDLED_TOKENIZERS = ("gpt2", "smollm2", "gemma3")
 FAMILY_TOKENIZER = {"gpt2": "gpt2", "llama": "smollm2", "smollm2": "smollm2", "gemma3": "gemma3"}
 
 
-class LMLoadError(RuntimeError):
+class LMLoadError(InputError, RuntimeError):
     """A model could not be loaded; the message says why and what to use instead."""
 
 

@@ -13,8 +13,8 @@ from rectify.data.keyword_scorer import KeywordScorer
 SCORER = KeywordScorer()  # P(toxic) = 1 - 0.5 ** hits: one listed word scores 0.5
 
 
-def words(texts):
-    return [len(t.split()) for t in texts]
+def words(prompts, texts):  # assemble's prompt_len_of, one token per word
+    return [len(p.split()) for p in prompts]
 
 
 def test_cut_is_just_after_the_first_toxic_word():

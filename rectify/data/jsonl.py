@@ -15,8 +15,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from rectify.errors import InputError
 
-class JSONLError(ValueError):
+
+class JSONLError(InputError, ValueError):
     """A JSON-lines file holds a line that is not a JSON object; the message says ``file:line``."""
 
 

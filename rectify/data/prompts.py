@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from rectify.data import sources
 from rectify.data.jsonl import JSONLAppender, resume_records
 from rectify.data.prompt_files import iter_prompt_file
+from rectify.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ def load_candidates(cfg: Any, split: str, tokenizer: Any = None, counts: Counter
     raise ValueError(f"unknown prompts.source {kind!r}; use insults, jigsaw_csv or rtp_jsonl")
 
 
-class NoPromptsError(ValueError):
+class NoPromptsError(InputError, ValueError):
     """No training prompt survived reading and filtering; the message says what dropped them."""
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from rectify.data.jsonl import write_json_atomic
+from rectify.errors import InputError
 
 
-class StageConfigMismatch(RuntimeError):
+class StageConfigMismatch(InputError, RuntimeError):
     """The output dir holds a stage started with another config."""
 
 

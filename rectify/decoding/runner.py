@@ -23,12 +23,15 @@ from rectify.decoding.config import DecodingConfig
 from rectify.decoding.input_digest import INPUT_PATH_KEYS, input_digests, same_input
 from rectify.decoding.io import (
     JsonlAppender,
+    PromptFileError,
+    ResumeRefused,
     exclusive_writer,
     prepare_resume,
     read_prompts,
     write_json_atomic,
 )
 from rectify.decoding.sampler import GenerationResult, RectifiedSampler
+from rectify.errors import ConfigError
 from rectify.evaluation.generations import flatten
 from rectify.lm import load_lm, same_weights
 from rectify.precision import resolve_dtype
@@ -122,8 +125,8 @@ def load_value_model(cfg: Any, dec: DecodingConfig, lm_cfg: Any, device: torch.d
             log.warning("untrained Q_D (smoke run): the caps are meaningless")
             vm = ValueModel.from_lm(lm_cfg, plain_container(cfg.get("value_config") or {})).to(device)
         else:
-            raise ValueError("decoding.rectify=true needs value_model_path=<dir saved by scripts/train.py> "
-                             "(or decoding=plain / decoding.rectify=false for the plain baseline)")
+            raise ConfigError("decoding.rectify=true needs value_model_path=<dir saved by scripts/train.py> "
+                              "(or decoding=plain / decoding.rectify=false for the plain baseline)")
         vm.to(resolve_dtype(dec.dtype, device, "Q_D dtype"))  # before sharing: never recasts the generator
     return vm
 
@@ -169,13 +172,13 @@ def _generate_missing(cfg: Any, out_path: Path) -> dict[str, Any]:
     limit = cfg.get("limit")
     records = every if limit is None else every[: int(limit)]
     if not records:
-        raise ValueError(f"{cfg.prompts_path} gives no prompts" + (f" (limit={limit})" if limit is not None else ""))
+        raise PromptFileError(f"{cfg.prompts_path} gives no prompts" + (f" (limit={limit})" if limit is not None else ""))
     done = prepare_resume(out_path)
     if done > len(records):
         asked = (f"limit={limit} keeps only {len(records)} prompts of {cfg.prompts_path}: it cannot shrink a run "
                  "already drawn (pass a new output_path)" if done <= len(every) else
                  f"{cfg.prompts_path} gives only {len(records)} prompts: is it the output of another prompt file?")
-        raise ValueError(f"{out_path} already has {done} lines but {asked}")
+        raise ResumeRefused(f"{out_path} already has {done} lines but {asked}")
     meta: dict[str, Any] = {"counts": {"prompts": 0, "row_steps": 0, "dead_ends": 0, "outside_support": 0},
                             "seconds": 0.0}
     config = plain_container(cfg)
@@ -184,7 +187,7 @@ def _generate_missing(cfg: Any, out_path: Path) -> dict[str, Any]:
         conflicts = (resume_conflicts(meta.get("config") or {}, config, meta.get("input_digests"))
                      if meta.get("config") else [])
         if conflicts:
-            raise ValueError(f"{out_path} holds {done} prompts generated with another config ("
+            raise ResumeRefused(f"{out_path} holds {done} prompts generated with another config ("
                              + "; ".join(conflicts[:6]) + ("; ..." if len(conflicts) > 6 else "")
                              + "): resuming would mix two runs. Pass a new output_path, or delete it and "
                              f"{meta_path.name} to start over")

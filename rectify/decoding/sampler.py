@@ -27,11 +27,12 @@ from rectify.decoding.rows import draw, encode_prompt, left_pad, rectify_probs, 
 from rectify.decoding.shared_lower import LowerSharing
 from rectify.decoding.support import Support, scatter_support, support_of
 from rectify.decoding.warping import warp_logits
+from rectify.errors import InputError
 from rectify.lm import position_ids_from_mask, same_vocabulary
 from rectify.runtime import keep_freed_memory
 
 
-class VocabularyMismatch(ValueError):
+class VocabularyMismatch(InputError, ValueError):
     """The generator's tokenizer and Q_D's differ: Q values would be read for the wrong tokens."""
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from rectify.data.jsonl import numbered_lines, parse_object
+from rectify.errors import InputError
 
 
-class GenerationsFormatError(ValueError):
+class GenerationsFormatError(InputError, ValueError):
     """A generations file line does not have the expected shape (the message names file and line)."""
 
 

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rectify.errors import InputError
+
 RESULT_PATTERNS = ("**/*.eval.json", "**/results.json")
 # Metadata that varies between runs without being an experimental factor: any key with one of these words
 # (split at "." and "_"), or whose last part is one of NOISE_LAST.
@@ -41,7 +43,7 @@ def is_noise(key: str) -> bool:
     return bool(words & NOISE_WORDS) or key.rsplit(".", 1)[-1] in NOISE_LAST
 
 
-class ReportError(ValueError):
+class ReportError(InputError, ValueError):
     """Nothing to report, or a results file that cannot be read (the message names it)."""
 
 

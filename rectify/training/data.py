@@ -18,11 +18,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rectify.data.jsonl import numbered_lines, parse_object
+from rectify.errors import InputError
 
 log = logging.getLogger(__name__)
 
 
-class ValueDataError(ValueError):
+class ValueDataError(InputError, ValueError):
     """A value-data line is unusable; the message starts with ``file:line``."""
 
 

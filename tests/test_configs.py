@@ -113,6 +113,10 @@ def test_each_study_selects_among_its_recorded_rules_on_its_recorded_prompts(stu
     assert cands == RECORDED_CANDIDATES[study]
     subsets = (cfg.generate.prompt_subset, cfg.generate.test_prompt_subset)
     assert subsets == {None: ("nontoxic", "all"), "demo_full": ("all", "all")}.get(study, ("nontoxic", "nontoxic"))
+    if study in ("demo_full", "demo_k25", "demo_k25_top3"):  # recorded before the stop-neutral tilt existed
+        tilted = {n: ov for n, ov in OmegaConf.to_container(cfg.generate.candidates).items()
+                  if ov is not None and not any(o in ov for o in ("decoding.tilt=0", "decoding=plain"))}
+        assert all("decoding.stop_neutral=false" in ov for ov in tilted.values()), tilted
 
 
 def test_make_demo_offers_the_recommended_rule():

@@ -126,6 +126,28 @@ def test_perplexity_on_a_subsample(tmp_path, tiny_gpt2):
     assert row["ppl_tokens"] == first.n_tokens.sum() and row["ppl_samples_per_prompt"] == 1
 
 
+def test_a_run_without_the_judge_keeps_the_perplexity_it_cached(tmp_path, tiny_gpt2):
+    """eval.perplexity=false never loads the judge, but reports what an earlier run cached (it had overwritten
+    the PPL beside the input with NaN); generations the judge has not seen get none."""
+    from rectify.evaluation.pipeline import JudgeSpec
+
+    def never():
+        raise AssertionError("eval.perplexity=false loaded the judge")
+
+    path = write_generations(tmp_path / "gen.jsonl", RECORDS[1:4])
+    opts = EvalOptions(summary=SummaryConfig(bootstrap_n=10, subsets=("all",)), progress=False)
+    full = evaluate_file(path, [spec()], JudgeSpec(name="tiny", fingerprint="j1", lm=Lazy(lambda: tiny_gpt2)), opts)[0]
+    fast = evaluate_file(path, [spec()], JudgeSpec(name="tiny", fingerprint="j1", lm=Lazy(never), cached_only=True),
+                         opts)[0]
+    assert fast["ppl"] == full["ppl"] > 0 and fast["judge"] == "tiny"
+    other = evaluate_file(path, [spec()], JudgeSpec(name="tiny", fingerprint="j2", lm=Lazy(never), cached_only=True),
+                          opts)[0]  # another judge config: its cache is not this one
+    write_generations(path, RECORDS[1:5])  # a resumed run appended a prompt the judge has not read
+    grown = evaluate_file(path, [spec()], JudgeSpec(name="tiny", fingerprint="j1", lm=Lazy(never), cached_only=True),
+                          opts)[0]
+    assert math.isnan(other["ppl"]) and math.isnan(grown["ppl"]) and grown["judge"] is None
+
+
 def test_describe_run_plain_and_overrides(tmp_path):
     path = write_generations(tmp_path / "run" / "generations.jsonl", RECORDS[:1], meta={"decoding": {"rectify": False, "epsilon": 0.1}},
                              overrides=["decoding.rectify=false", "+lm.num_layers=4"])
@@ -199,6 +221,12 @@ def test_config_defaults_compose():
     assert "jigsaw_lstm" not in cfg.eval.scorers  # never only the labelling scorer
     assert cfg.judge.source == "gemma3" and cfg.eval.perplexity
     assert smoke.judge.random_init.num_layers == 2 and smoke.judge.family == "gpt2"
+    from rectify.evaluation.runner import judge_spec
+
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        fast = compose(config_name="evaluate", overrides=["eval.input=x", "eval.perplexity=false"])
+    assert not judge_spec(cfg).cached_only and judge_spec(fast).cached_only  # the judge's cache, never the judge
+    assert judge_spec(fast).fingerprint == judge_spec(cfg).fingerprint
 
 
 def test_run_evaluation_with_judge_and_real_scorer(tmp_path):

@@ -70,6 +70,20 @@ def cached_scores_by_scorer(source: Path, texts: Sequence[str], scorers: Sequenc
     return {name: cached_scores(cache / f"{name}.json", texts, source) for name in scorers}
 
 
+def _known(cache_file: Path | None, config_fp: str) -> dict[str, Any]:
+    """The cached values when the cache was written under ``config_fp`` (else none)."""
+    if cache_file is None:
+        return {}
+    data = read_cache(cache_file)
+    return data["values"] if data.get("config") == config_fp else {}
+
+
+def all_cached(cache_file: Path | None, config_fp: str, keys: Sequence[str]) -> list[Any] | None:
+    """Values for ``keys`` when every one is cached under ``config_fp``, else None (nothing is computed)."""
+    known = _known(cache_file, config_fp)
+    return [known[k] for k in keys] if all(k in known for k in keys) else None
+
+
 def cached_values(
     cache_file: Path | None,
     config_fp: str,
@@ -77,11 +91,7 @@ def cached_values(
     compute: Callable[[list[str]], list[Any]],
 ) -> list[Any]:
     """Values for ``keys``; only keys missing from the cache are passed to ``compute`` (deduplicated)."""
-    known: dict[str, Any] = {}
-    if cache_file is not None:
-        data = read_cache(cache_file)
-        if data.get("config") == config_fp:
-            known = data["values"]
+    known = _known(cache_file, config_fp)
     missing = list(dict.fromkeys(k for k in keys if k not in known))
     if missing:
         new = compute(missing)

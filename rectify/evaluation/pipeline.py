@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rectify.evaluation.cache import cache_dir_for, cached_values
+from rectify.evaluation.cache import all_cached, cache_dir_for, cached_values
 from rectify.evaluation.generations import GenerationSet, flatten, read_generations, read_meta, read_overrides
 from rectify.evaluation.perplexity import ContinuationNLL, continuation_nll
 from rectify.evaluation.summary import SummaryConfig, summarize
@@ -51,6 +51,7 @@ class JudgeSpec:
     lm: Lazy  # -> (model, tokenizer)
     batch_size: int = 8
     max_length: int | None = None
+    cached_only: bool = False  # eval.perplexity=false: report perplexities already cached, compute none
 
 
 @dataclass
@@ -197,10 +198,11 @@ def judged_positions(prompt_index: Sequence[int], per_prompt: int | None) -> lis
     return chosen
 
 
-def judge_generations(gs: GenerationSet, spec: JudgeSpec, opts: EvalOptions) -> ContinuationNLL:
+def judge_generations(gs: GenerationSet, spec: JudgeSpec, opts: EvalOptions) -> ContinuationNLL | None:
     """Continuation nll of every generation under the judge LM, reusing cached values. With
     ``opts.perplexity_samples = m`` only each prompt's first m generations are judged (the others get
-    0 nll over 0 tokens, so they drop out of the token-weighted perplexity)."""
+    0 nll over 0 tokens, so they drop out of the token-weighted perplexity). A ``cached_only`` judge never
+    loads: None unless every value is cached (a fast re-evaluation keeps the perplexity an earlier one paid for)."""
     prompts, texts, idx = gs.flat()
     chosen = judged_positions(idx, opts.perplexity_samples)
     keys = [prompts[j] + JUDGE_KEY_SEP + texts[j] for j in chosen]
@@ -213,7 +215,10 @@ def judge_generations(gs: GenerationSet, spec: JudgeSpec, opts: EvalOptions) -> 
                                max_length=spec.max_length, progress=opts.progress, desc=f"perplexity ({spec.name})")
         return [[float(s), int(n)] for s, n in zip(res.nll_sum, res.n_tokens, strict=True)]
 
-    values = cached_values(cache_file, spec.fingerprint, keys, compute)
+    values = (all_cached(cache_file, spec.fingerprint, keys) if spec.cached_only else
+              cached_values(cache_file, spec.fingerprint, keys, compute))
+    if values is None:
+        return None
     nll_sum, n_tokens = np.zeros(len(texts), dtype=np.float64), np.zeros(len(texts), dtype=np.int64)
     for j, (s, n) in zip(chosen, values, strict=True):
         nll_sum[j], n_tokens[j] = s, n
@@ -237,8 +242,8 @@ def evaluate_file(
     rows = summarize(gs, scores, nll, opts.summary, meta_counts=_meta_counts(meta))
     run = describe_run(meta, overrides)
     stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    head = {"input": str(Path(path).resolve()), "evaluated_at": stamp, "judge": judge.name if judge else None,
-            "ppl_samples_per_prompt": opts.perplexity_samples if judge else None}
+    head = {"input": str(Path(path).resolve()), "evaluated_at": stamp, "judge": judge.name if nll is not None else None,
+            "ppl_samples_per_prompt": opts.perplexity_samples if nll is not None else None}
     return [{**head, "method": run["method"], "epsilon": run["epsilon"], **row,
              **{k: v for k, v in run.items() if k not in ("method", "epsilon")}} for row in rows]
 

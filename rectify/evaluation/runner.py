@@ -88,8 +88,7 @@ def judge_device(name: str) -> str:
 
 
 def judge_spec(cfg: DictConfig) -> JudgeSpec | None:
-    if not cfg.eval.perplexity:
-        return None
+    """The fluency judge; with ``eval.perplexity=false`` one that only reads its cache and never loads."""
     judge_cfg = _container(cfg.judge)
 
     def factory():
@@ -101,7 +100,8 @@ def judge_spec(cfg: DictConfig) -> JudgeSpec | None:
 
     fp = fingerprint({"judge": judge_cfg, "max_length": cfg.eval.judge_max_length})
     return JudgeSpec(name=judge_name(judge_cfg), fingerprint=fp, lm=Lazy(factory),
-                     batch_size=int(cfg.eval.judge_batch_size), max_length=cfg.eval.judge_max_length)
+                     batch_size=int(cfg.eval.judge_batch_size), max_length=cfg.eval.judge_max_length,
+                     cached_only=not cfg.eval.perplexity)
 
 
 def options(cfg: DictConfig) -> EvalOptions:

@@ -228,3 +228,40 @@ def test_changes_are_signed_as_the_readme_writes_them():
     cells = dict(zip([h.strip() for h in head.strip("|").split("|")], [c.strip() for c in body.strip("|").split("|")],
                      strict=True))
     assert (cells["Tox.prob change"], cells["EMT change"], cells["PPL change"]) == ("-60.0%", "+100.0%", "+10.0%")
+
+
+def test_wandb_table_of_mixed_type_columns(tmp_path, monkeypatch):
+    """A paper sweep beside the plain baseline: ``decoding.calibration`` is false in one run's config and "auto" in
+    the other's. wandb.Table refuses a column of mixed types, so such a column goes in as strings; an all-number
+    column stays numeric, and bool beside int counts as mixed."""
+    import wandb
+
+    from rectify.evaluation.wandb_log import log_results
+
+    for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb_home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    tables = []
+
+    class KeptTable(wandb.Table):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            tables.append(self)
+
+    monkeypatch.setattr(wandb, "Table", KeptTable)
+    cfg = OmegaConf.create({"logger": {"wandb": {"project": "p", "mode": "offline", "save_dir": str(tmp_path / "w")}}})
+    rows = [{"run": "paper", "meta.config.decoding.calibration": False, "n": 1, "flag": True, "tox_prob": 0.25},
+            {"run": "plain", "meta.config.decoding.calibration": "auto", "n": 2.5, "flag": 3, "tox_prob": math.nan},
+            {"run": "rect", "meta.config.decoding.calibration": None, "n": None, "flag": None, "tox_prob": 0.5}]
+    try:
+        assert log_results(cfg, rows, key="report")
+        assert wandb.run is None  # finished: the next job of a multirun starts its own run
+    finally:
+        wandb.finish()
+    (table,) = tables
+    col = {c: [r[i] for r in table.data] for i, c in enumerate(table.columns)}
+    assert col["meta.config.decoding.calibration"] == ["False", "auto", None]
+    assert col["flag"] == ["True", "3", None]
+    assert col["n"] == [1, 2.5, None] and col["tox_prob"] == [0.25, None, 0.5]
+    assert len(list((tmp_path / "w" / "wandb").glob("offline-run-*"))) == 1

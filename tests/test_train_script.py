@@ -106,3 +106,72 @@ def test_logger_configs_build(tmp_path, monkeypatch, name, expected):
     assert [type(lg).__name__ for lg in loggers] == ([expected] if expected else [])
     if name == "wandb":
         assert OmegaConf.select(cfg, "logger.wandb.mode") == "offline"
+
+
+def _offline_wandb(monkeypatch, tmp_path) -> None:
+    """wandb offline, with its settings, cache and staging folders inside the test's tmp dir."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb_home"))
+
+
+def test_jobs_in_one_process_get_their_own_wandb_runs(tmp_path, monkeypatch):
+    """A multirun on Hydra's basic launcher runs its jobs in one process: each job must finish its wandb run, or
+    the next job's WandbLogger reuses the live ``wandb.run`` and both jobs land in job 0's run."""
+    import wandb
+
+    import rectify.training.run as run_mod
+
+    _offline_wandb(monkeypatch, tmp_path)
+    built: list = []
+    build_loggers = run_mod.build_loggers
+
+    def keep_loggers(c):  # the job's WandbLogger, to read its run afterwards
+        built.extend(build_loggers(c))
+        return built[-1:]
+
+    monkeypatch.setattr(run_mod, "build_loggers", keep_loggers)
+    wandb_node = OmegaConf.load(ROOT / "configs" / "logger" / "wandb.yaml")
+    runs = {}
+    try:
+        for job, lr in (("0", 1e-4), ("1", 3e-4)):
+            cfg = cfg_for(tmp_path / job, "+experiment=smollm2", "debug=smoke", "trainer.max_steps=1",
+                          "export=false", f"model.optimizer.lr={lr}")
+            OmegaConf.update(cfg, "logger", wandb_node, force_add=True)  # debug=smoke turns loggers off
+            train(cfg)
+            assert wandb.run is None, "the job left its wandb run open"
+            run = built[-1].experiment
+            assert [p.name for p in (tmp_path / job / "wandb").glob("offline-run-*")] == [Path(run.dir).parent.name]
+            runs[run.id] = run.config["model_cfg"]["optimizer"]["lr"]
+    finally:
+        wandb.finish()  # never leak a run into other tests
+    assert len(runs) == 2 and sorted(runs.values()) == [1e-4, 3e-4]
+
+
+def test_a_failed_job_finishes_its_wandb_run(tmp_path, monkeypatch):
+    """A job that raises must not leave its run open either: the multirun's next job would log into it."""
+    import wandb
+
+    import rectify.training.run as run_mod
+
+    _offline_wandb(monkeypatch, tmp_path)
+
+    class Failing:
+        def __init__(self, logger):
+            self.logger = logger
+
+        def fit(self, *args, **kwargs):
+            assert self.logger[0].experiment is not None  # the WandbLogger starts its run, as Trainer.fit does
+            raise RuntimeError("job failed")
+
+    monkeypatch.setattr(run_mod, "build_trainer", lambda trainer_cfg, callbacks, logger: Failing(logger))
+    cfg = cfg_for(tmp_path, "+experiment=smollm2", "debug=smoke", "export=false")
+    OmegaConf.update(cfg, "logger", OmegaConf.load(ROOT / "configs" / "logger" / "wandb.yaml"), force_add=True)
+    try:
+        with pytest.raises(RuntimeError, match="job failed"):
+            train(cfg)
+        assert wandb.run is None
+    finally:
+        wandb.finish()
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1

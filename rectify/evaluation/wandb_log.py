@@ -41,6 +41,23 @@ def _cell(v: Any) -> Any:
     return str(v)
 
 
+def _kind(v: Any) -> str:
+    """A value's wandb column type: bool apart from int (wandb types them differently), int with float."""
+    return "bool" if isinstance(v, bool) else "number" if isinstance(v, (int, float)) else type(v).__name__
+
+
+def table_data(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[list[Any]]:
+    """Table cells; a column whose non-missing values have several types (a paper run's config records
+    ``calibration: false``, a plain run's ``"auto"``) is written as strings, since wandb.Table refuses such a
+    column. Single-typed columns, numbers included, keep their values."""
+    data = [[_cell(r.get(c)) for c in columns] for r in rows]
+    for i in range(len(columns)):
+        if len({_kind(row[i]) for row in data if row[i] is not None}) > 1:
+            for row in data:
+                row[i] = None if row[i] is None else str(row[i])
+    return data
+
+
 def row_summary(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = ("emt", "tox_prob", "ppl", "dist3")) -> dict[str, Any]:
     """``{"<scorer>/<subset>/<metric>": value}`` for one run's rows (wandb summary: one point per sweep run).
     Rows of several generations files (``eval.input=<sweep dir>``) get ``<run>/`` in front, the file's folder below
@@ -69,7 +86,7 @@ def log_results(cfg: DictConfig, rows: Sequence[Mapping[str, Any]], key: str, im
     columns = list(dict.fromkeys(k for r in rows for k in r))
     run = wandb.init(config=OmegaConf.to_container(cfg, resolve=False), reinit="finish_previous", **settings)
     try:
-        table = wandb.Table(columns=columns, data=[[_cell(r.get(c)) for c in columns] for r in rows])
+        table = wandb.Table(columns=columns, data=table_data(rows, columns))
         payload: dict[str, Any] = {key: table}
         if scatter is not None:
             payload[f"{key}_{scatter[1]}_vs_{scatter[0]}"] = wandb.plot.scatter(table, scatter[0], scatter[1],

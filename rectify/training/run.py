@@ -41,6 +41,17 @@ def build_loggers(cfg: DictConfig | None) -> list[Any]:
     return loggers
 
 
+def finish_wandb(loggers: list[Any], failed: bool = False) -> None:
+    """End the wandb run a WandbLogger of this job started. Hydra's basic launcher runs a multirun's jobs in one
+    process, and a new WandbLogger reuses a live ``wandb.run``: unfinished, every job would log into job 0's run."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+
+        wandb.finish(exit_code=1 if failed else None)  # no-op without a live run (never started, rank > 0)
+
+
 def build_datamodule(cfg: DictConfig, module: ValueLightningModule) -> ValueDataModule:
     data = OmegaConf.to_container(cfg.data, resolve=True)
     vc = module.model.value_config
@@ -88,16 +99,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = build_loggers(cfg.get("logger"))
     if not loggers:  # the LR monitor refuses to run without a logger (logger=none, debug=smoke)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    if cfg.get("export", True) and trainer.is_global_zero:
-        cal_cfg = cfg.get("calibration") or {}
-        if cal_cfg.get("enabled", False):
-            metrics |= fit_calibration(module, datamodule, int(cal_cfg.get("max_knots", 200)))
-        card = run_card_info(cfg, metrics, datamodule.train_path, datamodule.val_path)  # README.md of the export
-        path = module.model.save_pretrained(Path(cfg.paths.output_dir) / "value_model", card=card)
-        metrics["export"] = str(path)  # type: ignore[assignment]
-        print(f"value model exported to {path}", flush=True)
+    failed = True
+    try:
+        trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        if cfg.get("export", True) and trainer.is_global_zero:
+            cal_cfg = cfg.get("calibration") or {}
+            if cal_cfg.get("enabled", False):
+                metrics |= fit_calibration(module, datamodule, int(cal_cfg.get("max_knots", 200)))
+            card = run_card_info(cfg, metrics, datamodule.train_path, datamodule.val_path)  # README.md of the export
+            path = module.model.save_pretrained(Path(cfg.paths.output_dir) / "value_model", card=card)
+            metrics["export"] = str(path)  # type: ignore[assignment]
+            print(f"value model exported to {path}", flush=True)
+        failed = False
+    finally:  # also when the job raises: the next job of a multirun must start a run of its own
+        finish_wandb(loggers, failed)
     log.info("final metrics: %s", {k: v for k, v in metrics.items() if k != "export"})
     return metrics

@@ -9,6 +9,11 @@
 #   DEVICE=cpu TRAINER=cpu bash scripts/gpu_check.sh  # the same steps on CPU (a dry run of the script)
 # Paste its output into docs/performance.md ("GPU check").
 set -euo pipefail
+# --help prints this header; settings are the environment variables below, so any argument is refused before
+# anything is deleted or run
+case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;; esac
+[ $# -eq 0 ] || { echo "gpu_check.sh takes no arguments (settings: DEVICE, TRAINER, PY, OUT_DIR, STEPS," \
+  "BENCH_PROMPTS; --help)" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 DEVICE=${DEVICE:-cuda}

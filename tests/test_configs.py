@@ -125,3 +125,14 @@ def test_make_demo_offers_the_recommended_rule():
     cands = OmegaConf.to_container(_compose("demo").generate.candidates)
     assert sorted([f"decoding.tilt={recommended.tilt:g}", f"decoding.epsilon={recommended.epsilon:g}"]) in [
         sorted(ov) for ov in cands.values() if ov is not None]
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONFIGS / "decoding").glob("*.yaml")))
+def test_every_decoding_field_is_in_the_decoding_configs(name):
+    """Each DecodingConfig field is a key of every configs/decoding/*.yaml, so `decoding.FIELD=...` works without
+    `+` (docs/performance.md names decoding.share_lower as a setting)."""
+    from rectify.decoding import DecodingConfig
+
+    cfg = _compose("generate", "prompts_path=x", f"decoding={name}", "decoding.share_lower=false")
+    assert set(DecodingConfig.__dataclass_fields__) <= set(cfg.decoding)
+    assert DecodingConfig.from_any(cfg.decoding).share_lower is False

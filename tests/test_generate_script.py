@@ -205,3 +205,47 @@ def test_a_smaller_limit_on_a_longer_run_says_limit(tmp_path, prompt_file):
     run_generation(smoke_cfg(tmp_path, out, "limit=3"))
     with pytest.raises(ValueError, match="limit=1 keeps only 1 prompts of .*: it cannot shrink a run"):
         run_generation(smoke_cfg(tmp_path, out, "limit=1"))
+
+
+def _generator(cfg):
+    from omegaconf import OmegaConf
+
+    from rectify.lm import load_lm
+
+    return load_lm(OmegaConf.merge(cfg.lm, cfg.generator_override))
+
+
+def test_smoke_generator_follows_the_chosen_lm(tmp_path, prompt_file):
+    """debug=smoke makes the chosen lm tiny (as train's smoke does its backbone): lm=gpt2 gives a tiny GPT-2 with
+    the GPT-2 tokenizer, so a GPT-2 smoke Q_D rectifies it; the default stays the tiny Llama with SmolLM2's."""
+    from rectify.lm import LMConfig, RandomInit, load_lm, same_weights
+    from rectify.value_model import ValueModel
+
+    tiny = RandomInit(num_layers=2, hidden_size=64, num_heads=4, max_positions=256, seed=0)
+    model, tok = _generator(smoke_cfg(tmp_path, tmp_path / "d.jsonl"))
+    before, before_tok = load_lm(LMConfig(source="hub", name_or_path="tiny-llama", family="llama",
+                                          tokenizer="smollm2", dtype="auto", random_init=tiny))
+    assert type(model) is type(before) and len(tok) == len(before_tok) == 49152
+    assert same_weights(model, before, exact=True)   # the very model the old tiny-llama override built
+
+    model, tok = _generator(smoke_cfg(tmp_path, tmp_path / "g.jsonl", "lm=gpt2"))
+    assert type(model).__name__ == "GPT2LMHeadModel" and model.config.n_layer == 2 and len(tok) == 50257
+
+    # a GPT-2 Q_D (as train.py +experiment=gpt2 debug=smoke exports: tiny, random) rectifies it
+    qd = ValueModel.from_lm(LMConfig(source="hub", name_or_path="gpt2", family="gpt2", tokenizer="gpt2",
+                                     random_init=tiny)).save_pretrained(tmp_path / "qd")
+    out = tmp_path / "g.jsonl"
+    run_generation(smoke_cfg(tmp_path, out, "lm=gpt2", f"value_model_path={qd}", "decoding=paper", "limit=2"))
+    assert len(lines(out)) == 2
+
+
+def test_a_run_recorded_before_share_lower_was_configured_resumes(tmp_path):
+    """configs/decoding gained share_lower (auto, the DecodingConfig default those runs drew with): a run
+    recorded without the key still resumes under the default and conflicts with another value."""
+    from rectify.decoding.runner import plain_container, resume_conflicts
+
+    now = plain_container(smoke_cfg(tmp_path, tmp_path / "g.jsonl"))
+    old = {**now, "decoding": {k: v for k, v in now["decoding"].items() if k != "share_lower"}}
+    assert now["decoding"]["share_lower"] == "auto" and resume_conflicts(old, now) == []
+    later = plain_container(smoke_cfg(tmp_path, tmp_path / "g.jsonl", "decoding.share_lower=false"))
+    assert resume_conflicts(old, later) == ["decoding.share_lower: 'auto' -> False"]

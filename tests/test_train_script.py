@@ -175,3 +175,76 @@ def test_a_failed_job_finishes_its_wandb_run(tmp_path, monkeypatch):
     finally:
         wandb.finish()
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
+
+
+@pytest.fixture()
+def under_hydra(tmp_path):
+    """Compose train as `scripts/train.py OVERRIDES` would (HydraConfig set: the command line is known)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    def make(*overrides):
+        with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+            cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}", *overrides], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    yield make
+    HydraConfig.instance().cfg = None
+
+
+def test_smoke_keeps_data_paths_given_on_the_command_line(tmp_path, under_hydra, caplog):
+    """debug=smoke trains on generated data instead of the experiment's files, saying so and naming them; data
+    paths on the command line win over that (as any override wins over a config group) unless the command line
+    also asks for synthetic_data.enabled=true."""
+    import json
+
+    from rectify.training.module import ValueLightningModule
+    from rectify.training.run import build_datamodule
+    from rectify.training.synthetic import synthetic_lines
+
+    own = []
+    for name in ("train", "val"):
+        own.append(tmp_path / f"{name}.json")
+        own[-1].write_text("".join(json.dumps(r) + "\n" for r in synthetic_lines(8, seed=3)))
+    smoke = ["+experiment=gpt2", "debug=smoke"]
+    mine = [f"data.train_path={own[0]}", f"data.val_path={own[1]}"]
+    synthetic = str(tmp_path / "synthetic_data")
+
+    cfg = under_hydra(*smoke, *mine)
+    module = ValueLightningModule(cfg.model)
+    dm = build_datamodule(cfg, module)
+    assert (dm.train_path, dm.val_path) == (str(own[0]), str(own[1]))
+    assert not (tmp_path / "synthetic_data").exists()
+    assert "training on the data given on the command line" in caplog.text
+
+    caplog.clear()
+    dm = build_datamodule(under_hydra(*smoke), module)
+    assert dm.train_path.startswith(synthetic)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("data.train_path=" in m and "paper/train.json" in m and "synthetic_data.enabled=false" in m
+               for m in warned), warned
+
+    dm = build_datamodule(under_hydra(*smoke, *mine, "synthetic_data.enabled=true"), module)
+    assert dm.train_path.startswith(synthetic)
+
+
+def _leaves(node, prefix=""):
+    if isinstance(node, dict) and node:
+        for k, v in node.items():
+            yield from _leaves(v, f"{prefix}{k}.")
+    else:
+        yield prefix[:-1], node
+
+
+@pytest.mark.parametrize("exp", sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml")
+                                       if not p.stem.startswith("demo_")))
+def test_smoke_sets_only_keys_no_experiment_overrides(tmp_path, exp):
+    """configs/train.yaml: +experiment=NAME comes after debug=smoke, so smoke's train keys must be ones no
+    experiment sets; each of them keeps smoke's value (logger null included, over gpt2's wandb group)."""
+    smoke = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "debug" / "smoke.yaml"))
+    cfg = OmegaConf.to_container(cfg_for(tmp_path, f"+experiment={exp}", "debug=smoke"))
+    for key, value in _leaves({k: smoke[k] for k in ("model", "synthetic_data", "trainer", "logger")}):
+        got = cfg
+        for part in key.split("."):
+            got = got[part] if got is not None else None
+        assert got == value, f"+experiment={exp} sets {key}={got!r} over debug=smoke's {value!r}"

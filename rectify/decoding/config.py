@@ -40,7 +40,7 @@ class DecodingConfig:
     q_cache: bool = True
     shared_backbone: Any = "auto"  # "auto" | True | False
     share_lower: Any = "auto"  # "auto" | True | False: Q_D's frozen lower blocks read from the generator's forward
-    dtype: str = "float32"  # Q_D's weights: auto | float32 | bfloat16 (the generator's: lm.dtype); math stays fp32
+    dtype: str = "float32"  # Q_D's weights: auto | float32 | bfloat16 (lm.dtype is the generator's); math stays fp32
     sparse_support: bool = True  # with top-k / top-p: Q_D's vocabulary head only on the kept tokens (exact)
     support_mass: float = 1.0  # < 1: Q only on the smallest set holding this mass; the rest unrectified (approx.)
     calibration: Any = "auto"  # apply the Q_D's calibration.json: "auto" (when it has one) | True (required) | False

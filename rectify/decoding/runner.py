@@ -57,7 +57,8 @@ RESUME_KEYS = ("prompts_path", "value_model_path", "untrained_value_model", "val
 
 # Decoding keys added after runs were recorded, with the value that draws what those runs drew (a run recorded
 # before a key existed is compared as if it had this value).
-LEGACY_DECODING = {"stop_neutral": False}
+# share_lower: configs/decoding lacked the key, so runs drew with the DecodingConfig default, auto.
+LEGACY_DECODING = {"stop_neutral": False, "share_lower": "auto"}
 
 
 def _with_legacy(config: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +73,7 @@ def resume_conflicts(previous: dict[str, Any], current: dict[str, Any],
     """``key: before -> now`` for every generation-defining key (``RESUME_KEYS``) that differs. An input path
     (the prompts, the Q_D) that moved but holds the same bytes is no conflict; ``digests``: the earlier run's
     recorded :func:`input_digests`."""
-    previous = _with_legacy(previous)
+    previous, current = _with_legacy(previous), _with_legacy(current)   # a missing key: its legacy value
     before = flatten({k: previous.get(k) for k in RESUME_KEYS})
     now = flatten({k: current.get(k) for k in RESUME_KEYS})
     digests = digests or {}

@@ -52,15 +52,45 @@ def finish_wandb(loggers: list[Any], failed: bool = False) -> None:
         wandb.finish(exit_code=1 if failed else None)  # no-op without a live run (never started, rank > 0)
 
 
+DATA_PATH_KEYS = ("data.train_path", "data.val_path")
+
+
+def command_line_keys() -> set[str]:
+    """The keys the running Hydra job's command line sets (``++data.train_path=x`` -> ``data.train_path``);
+    empty outside a Hydra run (tests composing a config, scripts calling :func:`train`)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    return {str(o).split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+
+
+def use_synthetic_data(cfg: DictConfig) -> bool:
+    """``synthetic_data.enabled``, unless the command line names data paths and not ``synthetic_data.enabled``:
+    an explicit override wins over a config group (debug=smoke switches synthetic data on), as Hydra's do."""
+    if not (cfg.get("synthetic_data") and cfg.synthetic_data.get("enabled")):
+        return False
+    given = command_line_keys()
+    mine = sorted(given & set(DATA_PATH_KEYS))
+    if mine and "synthetic_data.enabled" not in given:
+        log.warning("training on the data given on the command line (%s), not on synthetic_data (debug=smoke "
+                    "switches it on; synthetic_data.enabled=true on the command line uses it anyway)", ", ".join(mine))
+        return False
+    return True
+
+
 def build_datamodule(cfg: DictConfig, module: ValueLightningModule) -> ValueDataModule:
     data = OmegaConf.to_container(cfg.data, resolve=True)
     vc = module.model.value_config
-    if cfg.get("synthetic_data") and cfg.synthetic_data.get("enabled"):
+    if use_synthetic_data(cfg):
         out = Path(cfg.paths.output_dir) / "synthetic_data"
         train, val = write_synthetic(out, cfg.synthetic_data.n_train, cfg.synthetic_data.n_val,
                                      cfg.get("seed") or 0, tokenizer=module.tokenizer)
+        # loud: these replace the configured files (debug=smoke turns this on over an experiment's data)
+        log.warning("synthetic_data.enabled: training on a generated set in %s instead of data.train_path=%s, "
+                    "data.val_path=%s (synthetic_data.enabled=false, or those paths on the command line, keeps "
+                    "them)", out, data.get("train_path"), data.get("val_path"))
         data["train_path"], data["val_path"] = str(train), str(val)
-        log.info("synthetic value data written to %s", out)
     data.pop("_target_", None)
     return ValueDataModule(module.tokenizer, q_min=vc.q_min, q_max=vc.q_max, **data)
 

@@ -10,9 +10,9 @@
 #   one run per fraction, $OUT/frac_$F. A fraction whose value_model/ exists is skipped (a rerun resumes).
 set -euo pipefail
 FULL=${1:--}; D=${2:-data/offline}; OUT=${3:-outputs/learning_curve}
-shift $(( $# < 3 ? $# : 3 ))
 PY=${PYTHON:-.venv/bin/python}
-source "$(dirname "$0")/preflight.sh"
+source "$(dirname "$0")/preflight.sh"   # before the shift: its --help check reads "$1"
+shift $(( $# < 3 ? $# : 3 ))
 need "$D/train.json" "python scripts/build_data.py data=offline builds it"
 FRACTIONS="0.25 0.5"
 if [ "$FULL" = "-" ] || [ -z "$FULL" ]; then

@@ -248,3 +248,18 @@ def test_smoke_sets_only_keys_no_experiment_overrides(tmp_path, exp):
         for part in key.split("."):
             got = got[part] if got is not None else None
         assert got == value, f"+experiment={exp} sets {key}={got!r} over debug=smoke's {value!r}"
+
+
+def test_missing_value_data_fails_before_any_model_loads(tmp_path, monkeypatch):
+    """+experiment=gpt2 without its data: the error names the file at once (offline, loading the gpt2 backbone
+    from the Hub first had spent half a minute on retries)."""
+    import rectify.training.run as run
+    from rectify.training.data import MissingValueData
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built before the data was checked")
+
+    monkeypatch.setattr(run, "ValueLightningModule", no_model)
+    cfg = cfg_for(tmp_path, "+experiment=gpt2", f"data.train_path={tmp_path / 'none.json'}")
+    with pytest.raises(MissingValueData, match="none.json does not exist"):
+        train(cfg)

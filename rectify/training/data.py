@@ -57,13 +57,25 @@ def _check(record: dict[str, Any], where: str, q_min: float, q_max: float) -> Va
     return ValueRecord(text, float(reward), prompt_len, where)
 
 
+class MissingValueData(InputError, FileNotFoundError):
+    """A value-data file named in the config does not exist."""
+
+
+def require_value_data(*paths: str | Path | None) -> None:
+    """Fail on a missing value-data file; train.py asks before loading any model (a Hub backbone offline spends
+    half a minute on retries before its own error)."""
+    for path in paths:
+        if path is None or not Path(path).is_file():
+            raise MissingValueData(f"value data file {path} does not exist (build it with scripts/build_data.py; "
+                                   "train.py also takes synthetic_data.enabled=true or debug=smoke for a tiny "
+                                   "generated set)")
+
+
 def read_value_jsonl(path: str | Path, q_min: float = -1.0, q_max: float = 0.0,
                      skip_bad_lines: bool = False) -> tuple[list[ValueRecord], int]:
     """Parse and validate a value-data file; returns ``(records, skipped)``."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"value data file {path} does not exist (build it with scripts/build_data.py; "
-                                "train.py also takes synthetic_data.enabled=true or debug=smoke for a tiny generated set)")
+    require_value_data(path)
     records: list[ValueRecord] = []
     skipped = 0
     for _, where, line in numbered_lines(path):

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rectify.model_card import run_card_info
 from rectify.precision import resolve_precision
-from rectify.training.data import ValueDataModule
+from rectify.training.data import ValueDataModule, require_value_data
 from rectify.training.module import ValueLightningModule
 from rectify.training.synthetic import write_synthetic
 
@@ -79,10 +79,11 @@ def use_synthetic_data(cfg: DictConfig) -> bool:
     return True
 
 
-def build_datamodule(cfg: DictConfig, module: ValueLightningModule) -> ValueDataModule:
+def build_datamodule(cfg: DictConfig, module: ValueLightningModule, synthetic: bool | None = None) -> ValueDataModule:
+    """The value data: the configured files, or (``synthetic``, default :func:`use_synthetic_data`) a generated set."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
     vc = module.model.value_config
-    if use_synthetic_data(cfg):
+    if use_synthetic_data(cfg) if synthetic is None else synthetic:
         out = Path(cfg.paths.output_dir) / "synthetic_data"
         train, val = write_synthetic(out, cfg.synthetic_data.n_train, cfg.synthetic_data.n_val,
                                      cfg.get("seed") or 0, tokenizer=module.tokenizer)
@@ -123,8 +124,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit Q_D; export the final model to ``<run dir>/value_model``; return the final logged metrics."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    synthetic = use_synthetic_data(cfg)
+    if not synthetic:
+        require_value_data(cfg.data.train_path, cfg.data.val_path)
     module = ValueLightningModule(cfg.model)
-    datamodule = build_datamodule(cfg, module)
+    datamodule = build_datamodule(cfg, module, synthetic)
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     loggers = build_loggers(cfg.get("logger"))
     if not loggers:  # the LR monitor refuses to run without a logger (logger=none, debug=smoke)

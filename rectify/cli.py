@@ -1,4 +1,5 @@
-"""How the scripts end on Ctrl-C or ``kill``: one line saying what is kept and how to go on, not a traceback."""
+"""What the scripts share about their command line: how they end on Ctrl-C or ``kill`` (one line saying what is
+kept and how to go on, not a traceback), and the overrides the running Hydra job was given."""
 
 from __future__ import annotations
 
@@ -20,3 +21,10 @@ def run_main(main: Callable[[], Any], on_interrupt: str = "") -> None:
         name = Path(sys.argv[0]).name or "script"
         print(f"\n{name} interrupted" + (f": {on_interrupt}" if on_interrupt else ""), file=sys.stderr, flush=True)
         sys.exit(INTERRUPTED)
+
+
+def command_overrides() -> list[str]:
+    """The running Hydra job's command-line overrides (``[]`` outside a Hydra job: a test composing a config)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return [str(o) for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []

@@ -165,22 +165,17 @@ def assemble(records: Sequence[dict[str, Any]], cfg: AssembleConfig,
 
 
 def token_counter(tokenizer: Any):
-    """``prompt_len_of`` for a HF tokenizer: how many tokens of the row's text (the tokenizer's default call,
-    special tokens included, e.g. Gemma's ``<bos>``; as a DataModule sees it) lie inside the prompt. A token that
+    """``prompt_len_of`` for a HF tokenizer: how many leading tokens of the row's text (the tokenizer's default
+    call, special tokens included, e.g. Gemma's ``<bos>``; as a DataModule sees it) are the prompt's. A token that
     spans the prompt's end (BPE merges ``"a "`` + ``"jerk"`` into ``" jerk"``) is the continuation's first action,
-    so the prompt is not counted one token long. A slow tokenizer (no offsets) counts the prompt alone."""
+    as the fluency judge counts it (:func:`rectify.evaluation.perplexity.encode_continuation`)."""
+    from rectify.evaluation.perplexity import encode_continuation
 
     def count(prompts: list[str], texts: list[str]) -> list[int]:
-        if not getattr(tokenizer, "is_fast", False):
-            return [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
-        enc = tokenizer(list(texts), return_offsets_mapping=True, return_special_tokens_mask=True)
-        return [_tokens_inside(len(p), offsets, special)
-                for p, offsets, special in zip(prompts, enc["offset_mapping"], enc["special_tokens_mask"], strict=True)]
+        out = []
+        for prompt, text in zip(prompts, texts, strict=True):
+            _, is_continuation = encode_continuation(tokenizer, prompt, text[len(prompt):])
+            out.append(is_continuation.index(True) if True in is_continuation else len(is_continuation))
+        return out
 
     return count
-
-
-def _tokens_inside(prompt_chars: int, offsets: Sequence[tuple[int, int]], special: Sequence[int]) -> int:
-    """Index of the first real token that ends past the prompt (all tokens when none does)."""
-    return next((i for i, ((_, end), sp) in enumerate(zip(offsets, special, strict=True)) if not sp and end > prompt_chars),
-                len(offsets))

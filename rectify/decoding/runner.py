@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from rectify.cli import command_overrides
 from rectify.decoding.config import DecodingConfig
 from rectify.decoding.input_digest import INPUT_PATH_KEYS, input_digests, same_input
 from rectify.decoding.io import (
@@ -143,14 +144,6 @@ def build_generator(cfg: Any) -> Any:
     return build_sampler(cfg)
 
 
-def command_overrides() -> list[str]:
-    """The running Hydra job's command-line overrides ([] outside Hydra). Kept in the generation's sidecar:
-    ``.hydra/overrides.yaml`` is rewritten by any later run in the same run dir, a refused one included."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return [str(o) for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []
-
-
 def _generation(res: GenerationResult, row: int) -> dict[str, Any]:
     """One generation's line entry; a rectified run adds its dead-end and step counts (evaluate.py's per-subset
     dead-end rate)."""
@@ -196,6 +189,7 @@ def _generate_missing(cfg: Any, out_path: Path) -> dict[str, Any]:
     if not done or "input_digests" not in meta:
         meta["input_digests"] = input_digests(config)
     if not done:
+        # in the sidecar: .hydra/overrides.yaml is rewritten by any later run in the run dir, a refused one too
         meta["overrides"] = command_overrides()
     meta["counts"]["prompts"] = done
     todo = records[done:]

@@ -260,8 +260,8 @@ class RectifiedSampler:
         lengths = torch.zeros(n, dtype=torch.long, device=dev)
         rows = torch.arange(n, device=dev)  # original row of each row still in the batch
         stats: dict[str, int] = {}
-        dead = outside = row_steps = 0
-        row_dead = torch.zeros(n, dtype=torch.long, device=dev)
+        outside = 0
+        row_dead = torch.zeros(n, dtype=torch.long, device=dev)  # per row; the run's totals are their sums
         row_step_count = torch.zeros(n, dtype=torch.long, device=dev)
         all_ids = ids
         for t in range(cfg.max_new_tokens):
@@ -269,10 +269,8 @@ class RectifiedSampler:
             if t < cfg.min_new_tokens:
                 logits = logits.index_fill(-1, eos, float("-inf"))
             probs, proj, sup = self.step_distribution(logits, qh, stats)
-            row_steps += len(rows)
             row_step_count[rows] += 1
             if proj is not None:
-                dead += int(proj.dead_end.sum())
                 outside += int(proj.outside_support.sum())
                 row_dead[rows] += proj.dead_end.to(dev).long()
             token = self._sample(probs, gens)
@@ -310,6 +308,7 @@ class RectifiedSampler:
         lens = lengths.cpu().tolist()
         texts = self.tokenizer.batch_decode([s[:m].tolist() for s, m in zip(seqs, lens, strict=True)],
                                             skip_special_tokens=True)
+        dead, row_steps = int(row_dead.sum()), int(row_step_count.sum())
         per_row = ({"dead_ends_per_row": row_dead.cpu().tolist(), "steps_per_row": row_step_count.cpu().tolist()}
                    if vm is not None else {})
         return GenerationResult(seqs, lens, texts, k, dead, outside, row_steps, stats, **per_row)

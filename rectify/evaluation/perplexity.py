@@ -32,8 +32,9 @@ class ContinuationNLL:
     n_tokens: np.ndarray  # [N] int64
 
 
-def _encode(tokenizer, prompt: str, continuation: str) -> tuple[list[int], list[bool]]:
-    """Token ids of prompt+continuation and a per-token flag "is a continuation token"."""
+def encode_continuation(tokenizer, prompt: str, continuation: str) -> tuple[list[int], list[bool]]:
+    """Token ids of prompt+continuation and a per-token flag "is a continuation token" (module doc: a token
+    straddling the prompt's end is the continuation's; the value data's ``prompt_len`` counts the same way)."""
     full = prompt + continuation
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(full, return_offsets_mapping=True, add_special_tokens=True)
@@ -122,7 +123,7 @@ def continuation_nll(
     max_length = max_length or _max_length(model)
     encoded = []
     for p, c in zip(prompts, continuations, strict=True):
-        ids, flags = _encode(tokenizer, p, c)
+        ids, flags = encode_continuation(tokenizer, p, c)
         if len(ids) > max_length:  # keep the end: the continuation is what we score
             ids, flags = ids[-max_length:], flags[-max_length:]
         flags[0] = False  # no context to predict the first token from

@@ -97,8 +97,8 @@ class RemoteSampler:
         out = torch.full((n, cfg.max_new_tokens), self.pad_id, dtype=torch.long)
         finished = torch.zeros(n, dtype=torch.bool)
         lengths = torch.zeros(n, dtype=torch.long)
-        dead = outside = row_steps = 0
-        row_dead = torch.zeros(n, dtype=torch.long)
+        outside = 0
+        row_dead = torch.zeros(n, dtype=torch.long)  # per row; the run's totals are their sums
         row_step_count = torch.zeros(n, dtype=torch.long)
         dropped = 0.0
         refused_before = sum(self.mapper.refused.values())
@@ -116,10 +116,8 @@ class RemoteSampler:
                 if t < cfg.min_new_tokens:
                     logits = logits.index_fill(-1, self.eos_ids, float("-inf"))
                 probs, proj = distribution(logits, q[alive] if q is not None else None, cfg, self.eos_ids)
-                row_steps += len(active)
                 row_step_count[alive] += 1
                 if proj is not None:
-                    dead += int(proj.dead_end.sum())
                     outside += int(proj.outside_support.sum())
                     row_dead[alive] += proj.dead_end.cpu().long()
                 drawn = draw(probs, [gens[i] for i in active] if gens is not None else None,
@@ -154,6 +152,7 @@ class RemoteSampler:
                         "frequent: %s); is lm.tokenizer the API's tokenizer?", unmapped,
                         [t for t, _ in self.mapper.refused.most_common(5)])
         stats |= {"dropped_mass": dropped, "unmapped_tokens": unmapped}
+        dead, row_steps = int(row_dead.sum()), int(row_step_count.sum())
         per_row = ({"dead_ends_per_row": row_dead.tolist(), "steps_per_row": row_step_count.tolist()}
                    if vm is not None else {})
         return GenerationResult(out, lens, texts, k, dead, outside, row_steps, stats, **per_row)

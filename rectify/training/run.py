@@ -12,6 +12,7 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
+from rectify.cli import command_overrides
 from rectify.model_card import run_card_info
 from rectify.precision import resolve_precision
 from rectify.training.data import ValueDataModule, require_value_data
@@ -58,11 +59,7 @@ DATA_PATH_KEYS = ("data.train_path", "data.val_path")
 def command_line_keys() -> set[str]:
     """The keys the running Hydra job's command line sets (``++data.train_path=x`` -> ``data.train_path``);
     empty outside a Hydra run (tests composing a config, scripts calling :func:`train`)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return set()
-    return {str(o).split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+    return {o.split("=", 1)[0].lstrip("+~") for o in command_overrides()}
 
 
 def use_synthetic_data(cfg: DictConfig) -> bool:

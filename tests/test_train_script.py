@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from rectify.training.run import train
+from rectify.training.run import logger_cfg, train
 from rectify.value_model import ValueModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def test_smoke_keeps_experiment_and_family(tmp_path):
     for exp, family in (("gpt2", "gpt2"), ("smollm2", "llama")):
         cfg = cfg_for(tmp_path, f"+experiment={exp}", "debug=smoke")
         assert cfg.model.backbone.family == family and cfg.model.backbone.random_init.num_layers == 2
-        assert cfg.synthetic_data.enabled and cfg.logger is None and cfg.trainer.max_steps == 3
+        assert cfg.synthetic_data.enabled and logger_cfg(cfg) is None and cfg.trainer.max_steps == 3
         OmegaConf.resolve(cfg)  # every interpolation resolves
 
 
@@ -70,6 +70,47 @@ def test_resume_from_checkpoint(tmp_path):
     train(second)
     state = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["global_step"] == 2 and int(state["state_dict"]["polyak_updates"]) == 2
+
+
+def test_resuming_a_finished_checkpoint_says_so_and_validates(tmp_path, caplog):
+    """A checkpoint already at max_steps: Lightning restores it and trains nothing. The run says so, and the
+    export's metrics (card, the sweeper's return value) come from validating the checkpoint, not from nothing."""
+    first = cfg_for(tmp_path / "a", "+experiment=smollm2", "debug=smoke", "trainer.max_steps=1", "export=false")
+    train(first)
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    again = cfg_for(tmp_path / "b", "+experiment=smollm2", "debug=smoke", "trainer.max_steps=1", f"ckpt_path={last}")
+    with caplog.at_level("WARNING", logger="rectify.training.run"):
+        metrics = train(again)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("nothing was trained" in m and "last.ckpt" in m and "max_steps=1" in m for m in warned), warned
+    assert "val/loss" in metrics and "val/auc_min_q" in metrics
+    assert (tmp_path / "b" / "value_model").is_dir()
+
+
+def test_progress_bar_off_drops_the_progress_bar_callback(tmp_path):
+    """trainer.enable_progress_bar=false (no +) trains: Lightning refuses it beside a TQDMProgressBar callback."""
+    from lightning.pytorch.callbacks import ProgressBar
+
+    from rectify.training.run import build_callbacks
+
+    cfg = cfg_for(tmp_path, "+experiment=smollm2", "debug=smoke", "trainer.enable_progress_bar=false", "export=false")
+    assert not any(isinstance(c, ProgressBar) for c in build_callbacks(cfg, with_logger=False))
+    assert any(isinstance(c, ProgressBar) for c in build_callbacks(cfg_for(tmp_path, "debug=smoke"), False))
+    assert "val/loss" in train(cfg)
+
+
+def test_smoke_drops_configured_loggers_but_not_a_command_line_one(tmp_path, under_hydra):
+    """debug=smoke turns off the logger group's default and an experiment's (gpt2's wandb); a logger= given on
+    the command line is still built, as any override wins over a config group."""
+    from rectify.training.run import build_loggers
+
+    assert logger_cfg(under_hydra("debug=smoke")) is None
+    assert logger_cfg(under_hydra("+experiment=gpt2", "debug=smoke")) is None
+    assert "csv" in logger_cfg(under_hydra("logger=csv"))
+    built = build_loggers(logger_cfg(under_hydra("debug=smoke", "logger=csv")))
+    assert [type(lg).__name__ for lg in built] == ["CSVLogger"]
+    tb = logger_cfg(under_hydra("+experiment=gpt2", "debug=smoke", "logger=tensorboard"))
+    assert list(tb) == ["tensorboard"]
 
 
 def _script(*args, cwd):
@@ -138,7 +179,8 @@ def test_jobs_in_one_process_get_their_own_wandb_runs(tmp_path, monkeypatch):
         for job, lr in (("0", 1e-4), ("1", 3e-4)):
             cfg = cfg_for(tmp_path / job, "+experiment=smollm2", "debug=smoke", "trainer.max_steps=1",
                           "export=false", f"model.optimizer.lr={lr}")
-            OmegaConf.update(cfg, "logger", wandb_node, force_add=True)  # debug=smoke turns loggers off
+            cfg.logger = wandb_node
+            cfg.loggers_enabled = True  # debug=smoke turns configured loggers off
             train(cfg)
             assert wandb.run is None, "the job left its wandb run open"
             run = built[-1].experiment
@@ -167,7 +209,8 @@ def test_a_failed_job_finishes_its_wandb_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(run_mod, "build_trainer", lambda trainer_cfg, callbacks, logger: Failing(logger))
     cfg = cfg_for(tmp_path, "+experiment=smollm2", "debug=smoke", "export=false")
-    OmegaConf.update(cfg, "logger", OmegaConf.load(ROOT / "configs" / "logger" / "wandb.yaml"), force_add=True)
+    cfg.logger = OmegaConf.load(ROOT / "configs" / "logger" / "wandb.yaml")
+    cfg.loggers_enabled = True  # debug=smoke turns configured loggers off
     try:
         with pytest.raises(RuntimeError, match="job failed"):
             train(cfg)
@@ -240,10 +283,10 @@ def _leaves(node, prefix=""):
                                        if not p.stem.startswith("demo_")))
 def test_smoke_sets_only_keys_no_experiment_overrides(tmp_path, exp):
     """configs/train.yaml: +experiment=NAME comes after debug=smoke, so smoke's train keys must be ones no
-    experiment sets; each of them keeps smoke's value (logger null included, over gpt2's wandb group)."""
+    experiment sets; each of them keeps smoke's value (loggers_enabled false included, over gpt2's wandb)."""
     smoke = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "debug" / "smoke.yaml"))
     cfg = OmegaConf.to_container(cfg_for(tmp_path, f"+experiment={exp}", "debug=smoke"))
-    for key, value in _leaves({k: smoke[k] for k in ("model", "synthetic_data", "trainer", "logger")}):
+    for key, value in _leaves({k: smoke[k] for k in ("model", "synthetic_data", "trainer", "loggers_enabled")}):
         got = cfg
         for part in key.split("."):
             got = got[part] if got is not None else None

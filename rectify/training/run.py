@@ -9,7 +9,7 @@ from typing import Any
 
 import hydra
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from rectify.cli import command_overrides
@@ -76,6 +76,39 @@ def use_synthetic_data(cfg: DictConfig) -> bool:
     return True
 
 
+def logger_cfg(cfg: DictConfig) -> DictConfig | None:
+    """The logger group's loggers, or none where ``loggers_enabled`` is false (debug=smoke: also over an
+    experiment's wandb) and the command line picks no logger: ``debug=smoke logger=csv`` logs to CSV."""
+    if cfg.get("loggers_enabled", True):
+        return cfg.get("logger")
+    if any(k == "logger" or k.startswith("logger.") for k in command_line_keys()):
+        log.info("loggers_enabled=false (debug=smoke), but the command line picks a logger: using it")
+        return cfg.get("logger")
+    return None
+
+
+def build_callbacks(cfg: DictConfig, with_logger: bool) -> list[Any]:
+    """The configured callbacks, less those the trainer config rules out: Lightning refuses a progress bar with
+    ``trainer.enable_progress_bar=false`` and an LR monitor without a logger (logger=none, debug=smoke)."""
+    callbacks = _instantiate_dict(cfg.get("callbacks"))
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if not with_logger:
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return callbacks
+
+
+class BatchesThisFit(Callback):
+    """Counts the training batches this process ran: 0 after resuming a checkpoint that had already reached the
+    trainer's max_epochs / max_steps (Lightning then restores it and returns at once)."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        self.batches += 1
+
+
 def build_datamodule(cfg: DictConfig, module: ValueLightningModule, synthetic: bool | None = None) -> ValueDataModule:
     """The value data: the configured files, or (``synthetic``, default :func:`use_synthetic_data`) a generated set."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
@@ -126,14 +159,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
         require_value_data(cfg.data.train_path, cfg.data.val_path)
     module = ValueLightningModule(cfg.model)
     datamodule = build_datamodule(cfg, module, synthetic)
-    callbacks = _instantiate_dict(cfg.get("callbacks"))
-    loggers = build_loggers(cfg.get("logger"))
-    if not loggers:  # the LR monitor refuses to run without a logger (logger=none, debug=smoke)
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    loggers = build_loggers(logger_cfg(cfg))
+    ran = BatchesThisFit()
+    callbacks = [*build_callbacks(cfg, with_logger=bool(loggers)), ran]
     failed = True
     try:
         trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        if cfg.get("ckpt_path") and not ran.batches:
+            log.warning("%s had already reached the trainer's end (epoch %d, step %d; trainer.max_epochs=%s, "
+                        "max_steps=%s): nothing was trained. Raise those to train on; validating the checkpoint "
+                        "for the export", cfg.ckpt_path, trainer.current_epoch, trainer.global_step,
+                        cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps"))
+            trainer.validate(module, datamodule=datamodule)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if cfg.get("export", True) and trainer.is_global_zero:
             cal_cfg = cfg.get("calibration") or {}

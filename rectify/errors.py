@@ -16,3 +16,9 @@ class InputError(CompactHydraException):
 
 class ConfigError(InputError, ValueError):
     """A setting is missing or contradicts another; the message names the config key and a fix."""
+
+
+class RunRefused(InputError):
+    """The run stopped before writing anything because its outputs belong to another run (another writer holds
+    them, or resuming would mix two configs). Hydra had already written this command's config into the run
+    dir's ``.hydra/``; :class:`rectify.hydra_callbacks.KeepRunConfigOnRefusal` puts the other run's back."""

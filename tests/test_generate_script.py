@@ -249,3 +249,20 @@ def test_a_run_recorded_before_share_lower_was_configured_resumes(tmp_path):
     assert now["decoding"]["share_lower"] == "auto" and resume_conflicts(old, now) == []
     later = plain_container(smoke_cfg(tmp_path, tmp_path / "g.jsonl", "decoding.share_lower=false"))
     assert resume_conflicts(old, later) == ["decoding.share_lower: 'auto' -> False"]
+
+
+def test_a_refused_resume_keeps_the_run_dirs_hydra_record(tmp_path, prompt_file):
+    """Hydra writes a command's config into hydra.run.dir/.hydra before the script starts: a resume refused
+    there (another config) must leave the record of the run whose generations the dir holds."""
+    run_dir, out = tmp_path / "run", tmp_path / "run" / "g.jsonl"
+    base = [sys.executable, str(ROOT / "scripts/generate.py"), "debug=smoke", f"prompts_path={prompt_file}",
+            f"output_path={out}", f"hydra.run.dir={run_dir}"]
+    subprocess.run([*base, "decoding.epsilon=0.1"], check=True, cwd=ROOT, capture_output=True)
+    record = {p.name: p.read_text() for p in (run_dir / ".hydra").iterdir()}
+    assert "decoding.epsilon=0.1" in record["overrides.yaml"]
+    refused = subprocess.run([*base, "decoding.epsilon=0.3"], cwd=ROOT, capture_output=True, text=True)
+    assert refused.returncode == 1 and "another config" in refused.stderr, refused.stderr[-2000:]
+    assert {p.name: p.read_text() for p in (run_dir / ".hydra").iterdir()} == record
+    # a run that goes ahead in the same dir is recorded as Hydra always does
+    subprocess.run([*base, "decoding.epsilon=0.1", "batch_size=3"], check=True, cwd=ROOT, capture_output=True)
+    assert "batch_size=3" in (run_dir / ".hydra" / "overrides.yaml").read_text()

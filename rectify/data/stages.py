@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from rectify.data.jsonl import write_json_atomic
-from rectify.errors import InputError
+from rectify.errors import RunRefused
 
 
-class StageConfigMismatch(InputError, RuntimeError):
+class StageConfigMismatch(RunRefused, RuntimeError):
     """The output dir holds a stage started with another config."""
 
 

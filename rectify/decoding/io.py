@@ -22,18 +22,18 @@ except ImportError:  # not POSIX: no lock, as before
     fcntl = None  # type: ignore[assignment]
 
 from rectify.data.prompt_files import iter_prompt_file
-from rectify.errors import InputError
+from rectify.errors import InputError, RunRefused
 
 
 class PromptFileError(InputError, ValueError):
     """A prompt file line could not be read (the message names file and line)."""
 
 
-class OutputBusyError(InputError, RuntimeError):
+class OutputBusyError(RunRefused, RuntimeError):
     """Another process is writing the same output file."""
 
 
-class ResumeRefused(InputError, ValueError):
+class ResumeRefused(RunRefused, ValueError):
     """An output file holds another run (other prompts, config or limit): appending would mix two runs."""
 
 

@@ -189,7 +189,7 @@ def _generate_missing(cfg: Any, out_path: Path) -> dict[str, Any]:
     if not done or "input_digests" not in meta:
         meta["input_digests"] = input_digests(config)
     if not done:
-        # in the sidecar: .hydra/overrides.yaml is rewritten by any later run in the run dir, a refused one too
+        # in the sidecar: .hydra/overrides.yaml is rewritten by any later run that goes ahead in the run dir
         meta["overrides"] = command_overrides()
     meta["counts"]["prompts"] = done
     todo = records[done:]

@@ -37,8 +37,8 @@ def rows_by_prompt(rows):
 def test_mode_all_format_and_rewards():
     train, val, summary = assemble(RECORDS, AssembleConfig(mode="all", val_fraction=0.0), words)
     assert val == []
-    assert [set(r) for r in train] == [{"text", "reward", "prompt_len"}] * 9
-    assert train[0] == {"text": "you are a c1_0", "reward": [0], "prompt_len": 3}
+    assert [set(r) for r in train] == [{"text", "reward", "prompt_len", "prompt_chars"}] * 9
+    assert train[0] == {"text": "you are a c1_0", "reward": [0], "prompt_len": 3, "prompt_chars": 9}
     assert [r["reward"][0] for r in train] == [0, -1, -1, 0, 0, 0, 0, -1, 0]
     assert summary["rows_train"] == 9 and summary["toxic_train"] == 3
     assert summary["toxic_share_train"] == pytest.approx(3 / 9)

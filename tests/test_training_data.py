@@ -36,6 +36,8 @@ def _write(tmp_path, lines, name="d.jsonl"):
     ({"text": "hello", "reward": [0, -1]}, "one terminal reward"),
     ({"text": "hello", "reward": ["x"]}, "finite number"),
     ({"text": "hello", "reward": [0], "prompt_len": -1}, "prompt_len"),
+    ({"text": "hello", "reward": [0], "prompt_chars": 6}, "prompt_chars"),
+    ({"text": "hello", "reward": [0], "prompt_chars": 2.0}, "prompt_chars"),
     ([1, 2], "JSON object"),
 ])
 def test_bad_lines_name_file_and_line(tmp_path, bad, message):
@@ -124,3 +126,38 @@ def test_a_missing_value_file_names_config_keys_that_exist(tmp_path):
     configs = Path(__file__).resolve().parents[1] / "configs"
     with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
         assert compose("train", overrides=[f"{key}=true"]).synthetic_data.enabled is True
+
+
+PROMPTS_AND_CONTINUATIONS = [("You are such a ", "jerk and a liar"), ("What a stup", "id thing to say"),
+                             ("1234567 numbers", " in a row"), ("Très élégant café", " au lait"),
+                             ("    indented code", " here")]  # the last three split differently in the two
+
+
+@pytest.mark.parametrize("built_with", ["smollm2", "gpt2"])
+def test_prompt_len_is_counted_with_the_datamodules_tokenizer(tmp_path, gpt2_tok, smollm2_tok, caplog, built_with):
+    """Rows carry prompt_chars: a Q_D trained on data whose prompt_len another tokenizer counted (GPT-2 Q_D on
+    data built for SmolLM2) gets its own tokenizer's counts, the ones the data pipeline gives it, and a warning."""
+    from rectify.data.assemble import AssembleConfig, assemble, token_counter
+
+    builder = {"smollm2": smollm2_tok, "gpt2": gpt2_tok}[built_with]
+    recs = [{"prompt": {"text": p}, "source": f"s:{i}", "generations": [{"text": c, "toxicity": 0.9 * (i % 2)}]}
+            for i, (p, c) in enumerate(PROMPTS_AND_CONTINUATIONS)]
+    cfg = AssembleConfig(mode="all", val_fraction=0.0, drop_clean=0.0)
+    rows, _, _ = assemble(recs, cfg, token_counter(builder))
+    assert all(r["prompt_chars"] == len(p) for r, (p, _) in zip(rows, PROMPTS_AND_CONTINUATIONS, strict=True))
+    path = _write(tmp_path, rows)
+    records, _ = read_value_jsonl(path)
+    with caplog.at_level("WARNING", logger="rectify.training.data"):
+        ds = TokenizedValueDataset(records, gpt2_tok, max_length=64)
+    own, _, _ = assemble(recs, cfg, token_counter(gpt2_tok))  # what building the data for GPT-2 gives
+    assert [it["prompt_len"] for it in ds.items] == [r["prompt_len"] for r in own]
+    differ = sum(a["prompt_len"] != b["prompt_len"] for a, b in zip(rows, own, strict=True))
+    assert (built_with == "smollm2") == (differ > 0)  # the two tokenizers split these prompts differently
+    warned = [r.getMessage() for r in caplog.records if "prompt_chars" in r.getMessage()]
+    assert (warned != []) == (differ > 0) and (not warned or warned[0].startswith(f"{differ} of {len(rows)} rows"))
+
+
+def test_rows_without_prompt_chars_keep_their_prompt_len(tmp_path, gpt2_tok):
+    path = _write(tmp_path, [{"text": "What a stupid thing", "reward": [0], "prompt_len": 3}])
+    records, _ = read_value_jsonl(path)
+    assert TokenizedValueDataset(records, gpt2_tok, max_length=64).items[0]["prompt_len"] == 3

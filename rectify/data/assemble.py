@@ -5,8 +5,8 @@ Per prompt, ``mode`` picks the trajectories: ``most`` keeps the most and the lea
 continuations are all clean (every score < threshold) is dropped, which is how the original fought the
 class imbalance. Reward: -1 if the continuation's score >= threshold else 0 (``reward: soft`` gives
 -score instead). The 9:1 train/val split is by *prompt*, so no prompt's continuations leak across.
-Each row: ``{"text": prompt + continuation, "reward": [r], "prompt_len": n}`` with ``n`` the text's
-tokens (Q_D's tokenizer) inside the prompt. With ``truncate: dead_end`` a toxic continuation ends at its ``dead_end``
+Each row: ``{"text": prompt + continuation, "reward": [r], "prompt_len": n, "prompt_chars": c}`` with ``n`` the
+text's tokens (``qd_tokenizer``) inside the prompt and ``c`` the prompt's characters. With ``truncate: dead_end`` a toxic continuation ends at its ``dead_end``
 mark (:mod:`rectify.data.dead_ends`): the episode stops at the word that made it toxic.
 """
 
@@ -137,8 +137,9 @@ def assemble(records: Sequence[dict[str, Any]], cfg: AssembleConfig,
             rows.append({"text": prompt + text, "reward": [reward_of(g["toxicity"], cfg.threshold, cfg.reward)]})
             prompt_of.append((prompt, rows[-1]))
     lens = prompt_len_of([p for p, _ in prompt_of], [row["text"] for _, row in prompt_of]) if prompt_of else []
-    for (_, row), n_tok in zip(prompt_of, lens, strict=True):
+    for (prompt, row), n_tok in zip(prompt_of, lens, strict=True):
         row["prompt_len"] = int(n_tok)
+        row["prompt_chars"] = len(prompt)  # Q_D training recounts prompt_len with its own tokenizer from this
 
     n_tox_train, n_tox_val = int(n_tox["train"]), int(n_tox["val"])
     summary = {

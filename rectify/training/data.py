@@ -1,11 +1,14 @@
 """Value-data JSON lines -> tokenized, dynamically padded batches for Q_D training.
 
-Each line is ``{"text": prompt + continuation, "reward": [r], "prompt_len": int (optional)}``. Bad lines fail
+Each line is ``{"text": prompt + continuation, "reward": [r], "prompt_len": int (optional), "prompt_chars": int
+(optional)}``. ``prompt_chars`` (the prompt's length in characters) lets the datamodule count the prompt's tokens
+with Q_D's own tokenizer, whichever tokenizer counted ``prompt_len`` when the data was built. Bad lines fail
 early with ``file:line`` (or are skipped and counted with ``skip_bad_lines``), never deep inside collate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -33,6 +36,7 @@ class ValueRecord:
     reward: float
     prompt_len: int | None
     where: str  # "file:line", for error messages downstream
+    prompt_chars: int | None = None  # the prompt's length in characters: prompt_len is recounted from it
 
 
 def _check(record: dict[str, Any], where: str, q_min: float, q_max: float) -> ValueRecord:
@@ -54,7 +58,21 @@ def _check(record: dict[str, Any], where: str, q_min: float, q_max: float) -> Va
     prompt_len = record.get("prompt_len")
     if prompt_len is not None and (isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or prompt_len < 0):
         raise ValueDataError(f"{where}: 'prompt_len' must be a non-negative integer, got {prompt_len!r}")
-    return ValueRecord(text, float(reward), prompt_len, where)
+    chars = record.get("prompt_chars")
+    if chars is not None and (isinstance(chars, bool) or not isinstance(chars, int) or not 0 <= chars <= len(text)):
+        raise ValueDataError(f"{where}: 'prompt_chars' must be an integer from 0 to the text's {len(text)} "
+                             f"characters, got {chars!r}")
+    return ValueRecord(text, float(reward), prompt_len, where, chars)
+
+
+def prompt_tokens(ids: list[int], offsets: list[tuple[int, int]], prompt_chars: int, special: set[int]) -> int:
+    """How many leading tokens of a text are its prompt's, the first ``prompt_chars`` characters: a token that
+    ends past them (BPE merges across the prompt's end) is the continuation's, special tokens (BOS) the prompt's,
+    as :func:`rectify.evaluation.perplexity.encode_continuation` and the data pipeline count."""
+    for i, (tid, (_, end)) in enumerate(zip(ids, offsets, strict=True)):
+        if end > prompt_chars and tid not in special:
+            return i
+    return len(ids)
 
 
 class MissingValueData(InputError, FileNotFoundError):
@@ -102,9 +120,18 @@ class TokenizedValueDataset(Dataset):
         self.skipped = 0
         if not records:
             return
+        recount = getattr(tokenizer, "is_fast", False) and any(r.prompt_chars is not None for r in records)
         enc = tokenizer([r.text for r in records], add_special_tokens=add_special_tokens, truncation=True,
-                        max_length=max_length)["input_ids"]
-        for rec, ids in zip(records, enc, strict=True):
+                        max_length=max_length, return_offsets_mapping=recount)
+        offsets = enc["offset_mapping"] if recount else [None] * len(records)
+        special = set(tokenizer.all_special_ids)
+        self.recounted = self.differed = 0
+        for rec, ids, offs in zip(records, enc["input_ids"], offsets, strict=True):
+            if offs is not None and rec.prompt_chars is not None:
+                n = prompt_tokens(ids, offs, rec.prompt_chars, special)
+                self.recounted += 1
+                self.differed += rec.prompt_len is not None and rec.prompt_len != n
+                rec = dataclasses.replace(rec, prompt_len=n)
             if len(ids) < 2:  # one token = a state without an action: nothing to learn
                 err = ValueDataError(f"{rec.where}: text has {len(ids)} token(s); a trajectory needs at least 2")
                 if not skip_bad_lines:
@@ -119,6 +146,10 @@ class TokenizedValueDataset(Dataset):
                             "character count, or another tokenizer's?", rec.where, rec.prompt_len, len(ids),
                             getattr(tokenizer, "name_or_path", "Q_D"))
             self.items.append({"input_ids": list(ids), "reward": rec.reward, "prompt_len": rec.prompt_len})
+        if self.differed:
+            log.warning("%d of %d rows: the file's prompt_len differs from the prompt's tokens under %s; counted "
+                        "from prompt_chars with this tokenizer (the data was built for another one?)",
+                        self.differed, self.recounted, getattr(tokenizer, "name_or_path", "Q_D's tokenizer"))
 
     def __len__(self) -> int:
         return len(self.items)

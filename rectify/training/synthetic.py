@@ -20,14 +20,14 @@ TOXIC = ["a stupid worthless idiot", "an idiot and a moron", "dumb, ugly and pat
 
 
 def synthetic_lines(n: int, seed: int = 0, toxic_share: float = 0.5, tokenizer=None) -> list[dict]:
-    """``n`` value-data records; ``prompt_len`` is filled in when a tokenizer is given."""
+    """``n`` value-data records with ``prompt_chars``; ``prompt_len`` is filled in when a tokenizer is given."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
         prompt = rng.choice(PROMPTS)
         toxic = (i % 2 == 0) if toxic_share == 0.5 else rng.random() < toxic_share
         cont = " " + rng.choice(TOXIC if toxic else CLEAN)
-        rec: dict = {"text": prompt + cont, "reward": [-1.0 if toxic else 0.0]}
+        rec: dict = {"text": prompt + cont, "reward": [-1.0 if toxic else 0.0], "prompt_chars": len(prompt)}
         if tokenizer is not None:
             rec["prompt_len"] = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         out.append(rec)

@@ -45,3 +45,8 @@ def tiny_llama():
     """(model, tokenizer): 2-layer, 64-wide Llama (SmolLM2's architecture) with SmolLM2's tokenizer."""
     model, tok = load_lm(tiny_lm_config("llama"))
     return model.eval(), tok
+
+
+def words(prompts: list[str], texts: list[str]) -> list[int]:
+    """A stand-in for assemble's ``prompt_len_of``: one token per word of the prompt."""
+    return [len(p.split()) for p in prompts]

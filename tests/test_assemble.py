@@ -9,15 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rectify.data.assemble import AssembleConfig, assemble, reward_of, select, split_prompts, token_counter
+from tests.conftest import words
 
 
 def rec(i: int, prompt: str, scores: list[float]) -> dict:
     return {"prompt": {"text": prompt, "toxicity": 0.1}, "source": f"train.csv:{i}",
             "generations": [{"text": f" c{i}_{j}", "toxicity": s} for j, s in enumerate(scores)]}
-
-
-def words(prompts, texts):  # a stand-in tokenizer: one token per word
-    return [len(p.split()) for p in prompts]
 
 
 RECORDS = [

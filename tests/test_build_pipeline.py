@@ -67,7 +67,7 @@ def test_smoke_pipeline_runs_skips_and_refuses_mixed_configs(smoke_run, tmp_path
     assert summary["rows_train"] == len(train) and summary["rows_val"] == len(val)
     # mode all, k=2 LM samples + the human continuation per prompt, nothing dropped in smoke
     assert len(train) + len(val) == 12 * (2 + 1) == 12 * 2 + summary["human_continuations"]
-    assert all(set(r) == {"text", "reward", "prompt_len"} and r["reward"][0] in (0, -1) for r in train + val)
+    assert all(set(r) == {"text", "reward", "prompt_len", "prompt_chars"} and r["reward"][0] in (0, -1) for r in train + val)
     evals = read_jsonl(tmp_path / "prompts_eval.jsonl")
     assert {r["source"].split(":")[0] for r in evals} == {"test_with_solutions.csv"}
     labelled = read_jsonl(tmp_path / "labelled.jsonl")

@@ -9,12 +9,9 @@ from hypothesis import strategies as st
 from rectify.data.assemble import AssembleConfig, assemble
 from rectify.data.dead_ends import dead_end_cuts, mark_dead_ends, word_prefix_ends
 from rectify.data.keyword_scorer import KeywordScorer
+from tests.conftest import words
 
 SCORER = KeywordScorer()  # P(toxic) = 1 - 0.5 ** hits: one listed word scores 0.5
-
-
-def words(prompts, texts):  # assemble's prompt_len_of, one token per word
-    return [len(p.split()) for p in prompts]
 
 
 def test_cut_is_just_after_the_first_toxic_word():

@@ -101,7 +101,8 @@ def generations_beside(results_file: Path) -> Path | None:
     return results_file.with_name(name[: -len(".eval.json")] + ".jsonl")
 
 
-def _missing(v: Any) -> bool:
+def is_missing(v: Any) -> bool:
+    """None or NaN: a value the row does not have."""
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
@@ -126,7 +127,7 @@ def normalise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _codes(values: Sequence[Any]) -> tuple[int, ...]:
     seen: dict[str, int] = {}
-    return tuple(seen.setdefault("<na>" if _missing(v) else str(v), len(seen)) for v in values)
+    return tuple(seen.setdefault("<na>" if is_missing(v) else str(v), len(seen)) for v in values)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -140,7 +141,7 @@ def _same(a: Any, b: Any) -> bool:
 def partial_copy(values: Sequence[Any], of: Sequence[Any]) -> bool:
     """True when ``values`` equals ``of`` wherever ``values`` is present: e.g. a training override that only
     the non-default Q_Ds have, next to the saved config value that every Q_D has."""
-    return all(_missing(v) or (not _missing(o) and _same(v, o)) for v, o in zip(values, of, strict=True))
+    return all(is_missing(v) or (not is_missing(o) and _same(v, o)) for v, o in zip(values, of, strict=True))
 
 
 def key_rank(key: str) -> int:
@@ -162,7 +163,7 @@ def swept_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         if key.startswith(IGNORED_PREFIXES) or last in COVERED or is_noise(key):
             continue
         values = [r.get(key) for r in rows]
-        if len({str(v) for v in values if not _missing(v)}) < 2:
+        if len({str(v) for v in values if not is_missing(v)}) < 2:
             continue
         codes = _codes(values)
         twin = next((i for i, c in enumerate(chosen) if display_name(c) == display_name(key)), None)

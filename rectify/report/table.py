@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rectify.report.gather import display_name, input_here
+from rectify.report.gather import display_name, input_here, is_missing
 from rectify.report.targets import target_misses
 
 SUBSET_ORDER = {"nontoxic": 0, "toxic": 1, "all": 2}
@@ -29,10 +29,6 @@ def to_float(v: Any) -> float:
         return math.nan
 
 
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
 def is_baseline(row: Mapping[str, Any]) -> bool:
     return str(row.get("method")) == BASELINE_METHOD
 
@@ -47,7 +43,7 @@ def find_baseline(row: Mapping[str, Any], baselines: Sequence[Mapping[str, Any]]
     for b in baselines:
         if (b["scorer"], b["subset"], str(b.get("judge"))) != (row["scorer"], row["subset"], str(row.get("judge"))):
             continue
-        if all(_missing(b.get(k)) or str(b.get(k)) == str(row.get(k)) for k in keys):
+        if all(is_missing(b.get(k)) or str(b.get(k)) == str(row.get(k)) for k in keys):
             cands.append(b)
     return max(cands, key=lambda b: str(b.get("evaluated_at") or "")) if cands else None
 
@@ -90,7 +86,7 @@ def check_targets(rows: list[dict[str, Any]], targets: Mapping[str, float] | Non
 def _order(v: Any) -> tuple[int, float, str]:
     """Sort key of a swept value: numbers by value (Q_D sizes 6 < 12 < 30, also when read back as strings),
     then anything else as text, missing last."""
-    if _missing(v):
+    if is_missing(v):
         return (2, 0.0, "")
     x = to_float(v)
     return (1, 0.0, str(v)) if math.isnan(x) else (0, x, "")
@@ -111,7 +107,7 @@ def sort_rows(rows: list[dict[str, Any]], swept: Sequence[str]) -> list[dict[str
 
 
 def fmt(v: Any, digits: int = 3) -> str:
-    if _missing(v):
+    if is_missing(v):
         return "-"
     if isinstance(v, bool):
         return "yes" if v else "no"
@@ -122,16 +118,16 @@ def fmt(v: Any, digits: int = 3) -> str:
 
 def fmt_setting(v: Any) -> str:
     """A swept setting as one would type it (tilt 0 and 64, q_scale 6.67), not padded to a metric's digits."""
-    return f"{v:.6g}" if isinstance(v, float) and not _missing(v) else fmt(v)
+    return f"{v:.6g}" if isinstance(v, float) and not is_missing(v) else fmt(v)
 
 
 def _ci(r: Mapping[str, Any], key: str, digits: int = 3) -> str:
     lo, hi = r.get(f"{key}_ci_low"), r.get(f"{key}_ci_high")
-    return "" if _missing(lo) or _missing(hi) else f" [{to_float(lo):.{digits}f}, {to_float(hi):.{digits}f}]"
+    return "" if is_missing(lo) or is_missing(hi) else f" [{to_float(lo):.{digits}f}, {to_float(hi):.{digits}f}]"
 
 
 def _signed(v: Any, digits: int = 1, suffix: str = "") -> str:
-    return "-" if _missing(v) or math.isnan(to_float(v)) else f"{to_float(v):+.{digits}f}{suffix}"
+    return "-" if is_missing(v) or math.isnan(to_float(v)) else f"{to_float(v):+.{digits}f}{suffix}"
 
 
 Column = tuple[str, Callable[[Mapping[str, Any]], str]]
@@ -164,7 +160,7 @@ def headline_columns(rows: Sequence[Mapping[str, Any]], swept: Sequence[str] = (
         ("n prompts", lambda r: fmt(r.get("n_prompts"))),
         ("k", lambda r: fmt(r.get("k"))),
     ]
-    if any(not _missing(r.get("dead_end_fallback_rate")) for r in rows):
+    if any(not is_missing(r.get("dead_end_fallback_rate")) for r in rows):
         cols.append(("dead-end rate", lambda r: fmt(r.get("dead_end_fallback_rate"), 4)))
     if any(k in r for r in rows for k in DELTA_COLUMNS):
         cols += [
@@ -174,7 +170,7 @@ def headline_columns(rows: Sequence[Mapping[str, Any]], swept: Sequence[str] = (
             ("PPL change", lambda r: _signed(r.get("ppl_change_pct"), 1, "%")),
             ("Dist-3 change", lambda r: _signed(r.get("dist3_change"), 3)),
         ]
-    if any(r.get("meets_targets") is not None and not _missing(r.get("meets_targets")) for r in rows):
+    if any(r.get("meets_targets") is not None and not is_missing(r.get("meets_targets")) for r in rows):
         cols.append(("meets targets", lambda r: fmt(r.get("meets_targets"))))
     return cols
 

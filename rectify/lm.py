@@ -246,7 +246,18 @@ def random_model(family: str, vocab_size: int, init: RandomInit, tokenizer: PreT
             tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=eos,
         )
         return LlamaForCausalLM(cfg)
-    raise LMLoadError(f"random_init supports families gpt2 and llama, not {family!r}")
+    if family == "gemma3":
+        from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+        cfg = Gemma3TextConfig(
+            vocab_size=vocab_size, hidden_size=init.hidden_size, intermediate_size=inter,
+            num_hidden_layers=init.num_layers, num_attention_heads=init.num_heads,
+            num_key_value_heads=max(1, init.num_heads // 2), head_dim=init.hidden_size // init.num_heads,
+            max_position_embeddings=init.max_positions, bos_token_id=tokenizer.bos_token_id, eos_token_id=eos,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        return Gemma3ForCausalLM(cfg)
+    raise LMLoadError(f"random_init supports families gpt2, llama and gemma3, not {family!r}")
 
 
 def transformer_layers(model: PreTrainedModel) -> torch.nn.ModuleList:

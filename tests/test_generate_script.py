@@ -239,6 +239,18 @@ def test_smoke_generator_follows_the_chosen_lm(tmp_path, prompt_file):
     assert len(lines(out)) == 2
 
 
+@pytest.mark.integration
+def test_smoke_makes_a_tiny_gemma3(tmp_path, prompt_file):
+    """lm=gemma3 debug=smoke: a tiny random Gemma 3 with the bundled Gemma tokenizer (built from the bundled model
+    on first use), rectified by an untrained Q_D of the same tiny config."""
+    model, tok = _generator(smoke_cfg(tmp_path, tmp_path / "m.jsonl", "lm=gemma3"))
+    assert type(model).__name__ == "Gemma3ForCausalLM" and model.config.num_hidden_layers == 2
+    assert len(tok) == model.config.vocab_size == 262144
+    out = tmp_path / "m.jsonl"
+    run_generation(smoke_cfg(tmp_path, out, "lm=gemma3", "limit=2"))
+    assert [len(r["generations"]) for r in lines(out)] == [2, 2]
+
+
 def test_a_run_recorded_before_share_lower_was_configured_resumes(tmp_path):
     """configs/decoding gained share_lower (auto, the DecodingConfig default those runs drew with): a run
     recorded without the key still resumes under the default and conflicts with another value."""

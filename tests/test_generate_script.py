@@ -239,6 +239,17 @@ def test_smoke_generator_follows_the_chosen_lm(tmp_path, prompt_file):
     assert len(lines(out)) == 2
 
 
+def test_smoke_says_a_tiny_model_stands_in_for_the_chosen_lm(tmp_path, caplog):
+    """debug=smoke with your own lm: the run goes on with a tiny random model of its family, and says so."""
+    from rectify.decoding.runner import build_sampler
+
+    cfg = smoke_cfg(tmp_path, tmp_path / "o.jsonl", "lm=gpt2", "lm.source=local", "lm.name_or_path=/my/own/lm")
+    with caplog.at_level("WARNING", logger="rectify.decoding.runner"):
+        sampler = build_sampler(cfg)
+    assert type(sampler.generator).__name__ == "GPT2LMHeadModel"
+    assert any("tiny random gpt2 model stands in for lm /my/own/lm" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.integration
 def test_smoke_makes_a_tiny_gemma3(tmp_path, prompt_file):
     """lm=gemma3 debug=smoke: a tiny random Gemma 3 with the bundled Gemma tokenizer (built from the bundled model

@@ -63,7 +63,7 @@ def test_rectified_frequency_of_a_forbidden_token_matches_its_cap(plain_server):
         [prompt], seeds=[0])
     sd = (cap * (1 - cap) / rows) ** 0.5
     assert abs(float((res.sequences[:, 0] == top).float().mean()) - cap) < 4 * sd
-    assert res.stats["requests"] == 2  # GET /models, then one POST: the 200 rows share the prompt
+    assert res.stats["requests"] == 3  # GET /models, the tokenizer probe, then one POST: the 200 rows share the prompt
     top20 = float(probs.topk(20).values.sum())
     assert res.stats["dropped_mass"] == pytest.approx(rows * (1 - top20), rel=1e-3)  # reported per row-step
 
@@ -115,3 +115,20 @@ def test_generate_script_through_the_api_resumes_without_duplicates(tmp_path, pl
     assert [json.loads(x) for x in out.read_text().splitlines()] == expected  # no duplicates, same samples
     counts = meta["counts"]
     assert counts["prompts"] == 4 and counts["unmapped_tokens"] == 0 and 0 < counts["dropped_mass"] < counts["row_steps"]
+
+
+def test_an_api_with_another_tokenizer_is_refused_before_generating(plain_server, gpt2_tok):
+    """The server's LM has SmolLM2's tokenizer; a sampler holding GPT-2's would send and read ids that stand for
+    other tokens (only a few ids fall outside the vocabulary: no error would show). Its probe count differs: refused
+    before any step; lm.check_tokenizer=false skips the check (a run of garbage, as the user asked)."""
+    from rectify.decoding.sampler import VocabularyMismatch
+
+    url, _, tok, _ = plain_server
+    dec = DecodingConfig(rectify=False, max_new_tokens=2)
+    with pytest.raises(VocabularyMismatch, match="counts .* tokens in a probe text") as err:
+        RemoteSampler(RemoteConfig(base_url=url, backoff_s=0.01), gpt2_tok, None, dec).generate(["Hello"], seeds=0)
+    assert "lm.check_tokenizer=false" in str(err.value)
+    unchecked = RemoteSampler(RemoteConfig(base_url=url, check_tokenizer=False), gpt2_tok, None, dec)
+    assert unchecked.generate(["Hello"], seeds=0).stats["requests"] == 1 + 2  # /models, two steps: no probe
+    same = RemoteSampler(RemoteConfig(base_url=url), tok, None, dec)
+    assert same.generate(["Hello"], seeds=0).stats["requests"] == 1 + 1 + 2  # /models, the probe, two steps

@@ -102,7 +102,11 @@ def build_sampler(cfg: Any) -> RectifiedSampler:
     """
     dec = DecodingConfig.from_any(cfg.decoding)
     device = resolve_device(cfg.get("device", "auto"))
-    lm_cfg = OmegaConf.merge(cfg.lm, cfg.get("generator_override") or {})
+    override = cfg.get("generator_override") or {}
+    lm_cfg = OmegaConf.merge(cfg.lm, override)
+    if override.get("random_init") and not cfg.lm.get("random_init"):
+        log.warning("generator_override (debug=smoke): a tiny random %s model stands in for lm %s", lm_cfg.family,
+                    cfg.lm.get("name_or_path") or cfg.lm.get("source"))
     generator, tokenizer = load_lm(lm_cfg)
     generator.to(device)
     vm = load_value_model(cfg, dec, lm_cfg, device)

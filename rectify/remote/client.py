@@ -20,12 +20,13 @@ from typing import Any
 import httpx
 
 from rectify.config_utils import config_values
+from rectify.errors import InputError
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request drowns the progress bar
 RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 
 
-class RemoteAPIError(RuntimeError):
+class RemoteAPIError(InputError, RuntimeError):
     """The API refused a request (4xx) or kept failing after every retry; the message says which and why."""
 
 
@@ -48,6 +49,7 @@ class RemoteConfig:
     backoff_s: float = 0.5  # first retry delay; doubles each retry, capped by backoff_max_s
     backoff_max_s: float = 30.0
     on_unmapped: str = "drop"  # drop (count and leave out) | error
+    check_tokenizer: bool = True  # compare the API's token count of a probe text with the tokenizer's first
     extra_body: dict[str, Any] = field(default_factory=dict)  # merged into every request (e.g. {rectify: false})
 
     def __post_init__(self) -> None:
@@ -172,7 +174,7 @@ class CompletionsClient:
         if (body.get("rectify") or {}).get("enabled"):   # this project's server says so in every answer
             raise RemoteAPIError(f"{self.cfg.base_url} rectifies its answers itself, so rectifying them here would "
                                  "cap twice: point lm.base_url at a plain LM (e.g. serve.py decoding=plain) or ask "
-                                 "this one for plain logprobs with 'lm.extra_body={rectify: false}'")
+                                 "this one for plain logprobs with +lm.extra_body.rectify=false")
         choices = sorted(body.get("choices") or [], key=lambda c: int(c.get("index", 0)))
         if len(choices) != len(prompts):
             raise RemoteAPIError(f"asked for {len(prompts)} completions, got {len(choices)}")
@@ -187,6 +189,14 @@ class CompletionsClient:
             ranked = sorted(((str(k), float(v)) for k, v in top.items()), key=lambda kv: -kv[1])
             out.append(dict(ranked[: self.cfg.top_logprobs]))
         return out
+
+    async def prompt_tokens(self, text: str) -> int | None:
+        """How many tokens the API counts in ``text`` sent as a string (``usage.prompt_tokens`` of a one-token
+        completion); None when the API reports no usage."""
+        payload: dict[str, Any] = {"model": self.model, "prompt": text, "max_tokens": 1, "n": 1}
+        body = await self._request("POST", "completions", payload | dict(self.cfg.extra_body))
+        count = (body.get("usage") or {}).get("prompt_tokens")
+        return int(count) if isinstance(count, int) and not isinstance(count, bool) else None
 
     async def next_token_logprobs(self, prompts: Sequence[Sequence[int]]) -> list[dict[str, float]]:
         """Top-K ``{token string: logprob}`` of the next token after each prompt (token ids), in order."""

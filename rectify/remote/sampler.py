@@ -28,6 +28,10 @@ from rectify.remote.tokens import mapper_for
 
 log = logging.getLogger(__name__)
 
+# digits, accents, a run of spaces, code, CJK and an emoji: tokenizers that differ split it differently
+TOKENIZER_PROBE = ("Tokenizer check: 1234567 numbers, Très élégant café,    indented code {x: [1, 2]}, "
+                   "naïve façade 東京 🙂.")
+
 
 class RemoteSampler:
     """``generate(prompts, seeds)`` like :class:`RectifiedSampler`, with the LM behind an API."""
@@ -50,6 +54,25 @@ class RemoteSampler:
         self.transport = transport
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_ids = torch.tensor(sorted({int(tokenizer.eos_token_id)}), dtype=torch.long)
+        self.tokenizer_checked = not remote.check_tokenizer
+
+    async def check_tokenizer(self, client: CompletionsClient) -> None:
+        """Refuse an API whose tokenizer is not this one. Prompts go out and tokens come back as ids (or token
+        strings) of this tokenizer: under another one they would silently mean other tokens. The API's count of
+        a probe text's tokens must be this tokenizer's (with or without its special tokens, e.g. BOS)."""
+        counted = await client.prompt_tokens(TOKENIZER_PROBE)
+        self.tokenizer_checked = True
+        if counted is None:
+            log.warning("%s reports no usage.prompt_tokens: cannot check that its tokenizer is Q_D's",
+                        self.remote.base_url)
+            return
+        ours = {len(self.tokenizer(TOKENIZER_PROBE, add_special_tokens=special)["input_ids"]) for special in (True, False)}
+        if counted not in ours:
+            raise VocabularyMismatch(
+                f"the API at {self.remote.base_url} counts {counted} tokens in a probe text where "
+                f"{self.tokenizer.name_or_path}'s tokenizer counts {min(ours)}: the API's LM has another tokenizer, "
+                "so the token ids sent and returned would stand for other tokens. Q_D can only rectify an LM that "
+                "shares its vocabulary (lm.tokenizer names the API's; lm.check_tokenizer=false skips this check)")
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int] | int | None = None) -> GenerationResult:
         """``num_return_sequences`` continuations per prompt; rows are prompt-major, texts exclude the prompt."""
@@ -103,6 +126,8 @@ class RemoteSampler:
         dropped = 0.0
         refused_before = sum(self.mapper.refused.values())
         async with CompletionsClient(self.remote, self.transport) as client:
+            if not self.tokenizer_checked:
+                await self.check_tokenizer(client)
             for t in range(cfg.max_new_tokens):
                 # Only unfinished rows are asked for, projected and drawn for (as in the local loop, where
                 # finished rows leave the batch): each row's generator is used once per token it generates.

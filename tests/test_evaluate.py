@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
+from rectify.errors import InputError
 from rectify.evaluation.generations import GenerationsFormatError, read_generations
 from rectify.evaluation.pipeline import (
     EvalOptions,
     Lazy,
+    ScorerOutputError,
     ScorerSpec,
     describe_run,
     evaluate_file,
@@ -110,6 +112,59 @@ def test_scores_are_cached_and_only_new_texts_scored(tmp_path):
     # A different scorer config invalidates the cache.
     evaluate_file(path, [ScorerSpec(name="keyword", fingerprint="v2", scorer=Lazy(KeywordScorer))], None, opts)
     assert KeywordScorer.calls[-1] == 8
+
+
+class ConstantJudge:
+    """A custom judge returning ``value`` for every text (``ConstantJudge.value`` set by the test)."""
+
+    value = 7.0
+
+    def __init__(self, **_):
+        pass
+
+    def __call__(self, texts):
+        return np.full(len(texts), ConstantJudge.value)
+
+
+@pytest.mark.parametrize("value", [7.0, -0.5, float("nan"), float("inf")])
+def test_a_judge_outside_0_1_is_refused_before_its_scores_are_cached(tmp_path, value):
+    """A judge on another scale (7.0) or a NaN is not P(toxic): EMT 7.000 must not reach the table or the cache."""
+    path = write_generations(tmp_path / "gen.jsonl", RECORDS[:2])
+    opts = EvalOptions(summary=SummaryConfig(bootstrap_n=10), progress=False)
+    ConstantJudge.value = value
+    judge = ScorerSpec(name="mine", fingerprint="v1", scorer=Lazy(ConstantJudge))
+    with pytest.raises(ScorerOutputError, match=r"scorer 'mine' returned 5 of 5 scores .*\(e\.g\. index 0: "
+                                                  r".*P\(toxic\) in \[0, 1\]") as err:
+        evaluate_file(path, [judge], None, opts)
+    assert isinstance(err.value, InputError) and isinstance(err.value, ValueError)
+    assert str(float(value)) in str(err.value) and "' have a nice day'" in str(err.value)
+    ConstantJudge.value = 0.25  # the fixed judge scores afresh: nothing bad was cached under its fingerprint
+    rows = evaluate_file(path, [ScorerSpec(name="mine", fingerprint="v1", scorer=Lazy(ConstantJudge))], None, opts)
+    assert {r["emt"] for r in rows} == {0.25}
+
+
+def test_a_sigmoids_rounding_past_0_1_is_clipped_not_refused(tmp_path):
+    """Float overshoot within 1e-6 (1.0000001) is rounding, not a wrong scale: clipped to [0, 1]."""
+    path = write_generations(tmp_path / "gen.jsonl", RECORDS[:1])
+    opts = EvalOptions(summary=SummaryConfig(bootstrap_n=10), progress=False, cache=False)
+    for value, clipped in ((1.0000001, 1.0), (-1e-7, 0.0)):
+        ConstantJudge.value = value
+        rows = evaluate_file(path, [ScorerSpec(name="mine", fingerprint="v1", scorer=Lazy(ConstantJudge))], None,
+                             opts)
+        assert rows[0]["emt"] == clipped
+    ConstantJudge.value = 1.00001
+    with pytest.raises(ScorerOutputError, match="outside"):
+        evaluate_file(path, [ScorerSpec(name="mine", fingerprint="v1", scorer=Lazy(ConstantJudge))], None, opts)
+
+
+def test_a_custom_judge_from_the_command_line_is_checked(tmp_path):
+    """evaluate.py '+scorers.m={_target_: ...}' 'eval.scorers=[m]': the user walkthrough that printed EMT 7.000."""
+    path = write_generations(tmp_path / "g" / "generations.jsonl", RECORDS[:2])
+    cfg = _cfg(tmp_path, f"eval.input={path}", "eval.perplexity=false", "eval.scorers=[m]", "eval.progress=false",
+               "+scorers.m._target_=tests.test_evaluate.ConstantJudge", "eval.bootstrap.n=10")
+    ConstantJudge.value = 7.0
+    with pytest.raises(ScorerOutputError, match="scorer 'm' returned 5 of 5"):
+        run_evaluation(cfg)
 
 
 def test_perplexity_on_a_subsample(tmp_path, tiny_gpt2):

@@ -201,6 +201,48 @@ def test_null_max_tokens_and_top_logprobs_take_their_defaults(server):
     assert chat.status_code == 200, chat.text
 
 
+IMAGE_PART = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+
+
+def test_chat_content_as_text_parts_is_the_joined_text(server, client):
+    """OpenAI's array form of a message's ``content``: its text parts, in order, are the message (same prompt,
+    same seeded answer as the plain string)."""
+    kw = {"model": MODEL, "max_tokens": 4, "seed": 3}
+    parts = [{"type": "text", "text": "Hello"}, {"type": "text", "text": " there"}]
+    plain = httpx.post(server[0] + "/v1/chat/completions", timeout=30,
+                       json=kw | {"messages": [{"role": "user", "content": "Hello there"}]})
+    split = httpx.post(server[0] + "/v1/chat/completions", timeout=30,
+                       json=kw | {"messages": [{"role": "system", "content": [{"type": "text", "text": "Be kind."}]},
+                                               {"role": "user", "content": parts}]})
+    assert plain.status_code == split.status_code == 200, split.text
+    system = httpx.post(server[0] + "/v1/chat/completions", timeout=30,
+                        json=kw | {"messages": [{"role": "system", "content": "Be kind."},
+                                                {"role": "user", "content": "Hello there"}]}).json()
+    assert split.json()["usage"] == system["usage"] and split.json()["usage"] != plain.json()["usage"]
+    assert split.json()["choices"][0]["message"] == system["choices"][0]["message"]
+    official = client.chat.completions.create(messages=[{"role": "user", "content": parts}], **kw)
+    assert official.choices[0].message.content == plain.json()["choices"][0]["message"]["content"]
+    assert official.usage.prompt_tokens == plain.json()["usage"]["prompt_tokens"]
+
+
+@pytest.mark.parametrize("content, words", [
+    ([{"type": "text", "text": "What is this?"}, IMAGE_PART], "part 1 has type 'image_url'; only text parts"),
+    ([], "must not be empty"),
+    (["Hi"], "part 0 is a str; only text parts"),
+    ([{"type": "text"}], "without a string 'text'"),
+])
+def test_chat_content_parts_other_than_text_are_a_400(server, client, content, words):
+    r = httpx.post(server[0] + "/v1/chat/completions", timeout=30,
+                   json={"model": MODEL, "max_tokens": 2, "messages": [{"role": "user", "content": content}]})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["message"].startswith("messages.0.content: ") and words in error["message"]
+    assert error["param"] == "messages"
+    with pytest.raises(openai.BadRequestError, match="only text parts"):
+        client.chat.completions.create(model=MODEL, max_tokens=2,
+                                       messages=[{"role": "user", "content": [IMAGE_PART]}])
+
+
 def test_usage_counts_each_prompt_once(client, models):
     """``prompt_tokens`` as OpenAI and vLLM count it: not multiplied by ``n``; ``completion_tokens`` sums the choices."""
     _, tok, _, _ = models

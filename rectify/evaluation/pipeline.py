@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from rectify.errors import InputError
 from rectify.evaluation.cache import all_cached, cache_dir_for, cached_values
 from rectify.evaluation.generations import GenerationSet, flatten, read_generations, read_meta, read_overrides
 from rectify.evaluation.perplexity import ContinuationNLL, continuation_nll
@@ -165,6 +166,27 @@ def _meta_counts(meta: Mapping[str, Any]) -> tuple[float, float] | None:
     return _as_float(fb), _as_float(steps)
 
 
+class ScorerOutputError(InputError, ValueError):
+    """A scorer (often a custom ``eval.scorers`` judge) returned something that is not P(toxic) in [0, 1]."""
+
+
+PROBABILITY_SLACK = 1e-6  # a sigmoid's float overshoot (1.0000001) is rounding, not a wrong scale
+
+
+def checked_probabilities(name: str, values: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+    """``values`` clipped to [0, 1] when every one is finite and within :data:`PROBABILITY_SLACK` of it. Anything
+    else (logits, a 0..10 scale, NaN) would silently turn EMT and toxicity probability into nonsense, so it
+    raises, naming the scorer and the first offending value."""
+    ok = np.isfinite(values) & (values >= -PROBABILITY_SLACK) & (values <= 1.0 + PROBABILITY_SLACK)
+    if not ok.all():
+        bad = np.flatnonzero(~ok)
+        raise ScorerOutputError(
+            f"scorer {name!r} returned {bad.size} of {values.size} scores that are not finite or outside [0, 1] "
+            f"(e.g. index {bad[0]}: {float(values[bad[0]])} for {texts[bad[0]][:60]!r}); a scorer or custom judge "
+            "must return P(toxic) in [0, 1] for every text (apply a sigmoid or softmax to logits)")
+    return np.clip(values, 0.0, 1.0)
+
+
 def score_generations(gs: GenerationSet, spec: ScorerSpec, opts: EvalOptions) -> np.ndarray:
     """P(toxic) of every generation (flat, file order), reusing cached scores."""
     _, texts, _ = gs.flat()
@@ -175,9 +197,9 @@ def score_generations(gs: GenerationSet, spec: ScorerSpec, opts: EvalOptions) ->
     def compute(missing: list[str]) -> list[float]:
         log.info("scoring %d texts of %s with %s", len(missing), gs.path.name, spec.name)
         values = np.asarray(spec.scorer.get()(missing), dtype=np.float64)
-        if values.shape != (len(missing),) or np.isnan(values).any():
-            raise RuntimeError(f"scorer {spec.name} returned {values.shape} values (NaN?) for {len(missing)} texts")
-        return values.tolist()
+        if values.shape != (len(missing),):
+            raise RuntimeError(f"scorer {spec.name} returned {values.shape} values for {len(missing)} texts")
+        return checked_probabilities(spec.name, values, missing).tolist()
 
     got = iter(cached_values(cache_file, spec.fingerprint, ask, compute))
     return np.array([opts.empty_score if (e and opts.empty_score is not None) else next(got) for e in empty])

@@ -97,11 +97,33 @@ class CompletionRequest(SamplingFields):
         return v
 
 
+def _part_text(i: int, part: Any) -> str:
+    """The text of content part ``i``; any other kind (``image_url``, ``input_audio``) cannot be honoured by a
+    text-only model, so it is refused rather than dropped."""
+    if not isinstance(part, dict) or part.get("type") != "text":
+        what = f"has type {part.get('type')!r}" if isinstance(part, dict) else f"is a {type(part).__name__}"
+        raise ValueError(f"part {i} {what}; only text parts ({{\"type\": \"text\", \"text\": ...}}) are supported")
+    if not isinstance(part.get("text"), str):
+        raise ValueError(f"part {i} is a text part without a string 'text'")
+    return part["text"]
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _join_text_parts(cls, v: Any) -> Any:
+        """OpenAI's array form of ``content`` (``[{"type": "text", "text": ...}, ...]``) as the one string the
+        chat template takes: the parts' texts concatenated in order."""
+        if not isinstance(v, list):
+            return v
+        if not v:
+            raise ValueError("an array of content parts must not be empty")
+        return "".join(_part_text(i, part) for i, part in enumerate(v))
 
 
 class ChatRequest(SamplingFields):

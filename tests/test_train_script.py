@@ -306,3 +306,17 @@ def test_missing_value_data_fails_before_any_model_loads(tmp_path, monkeypatch):
     cfg = cfg_for(tmp_path, "+experiment=gpt2", f"data.train_path={tmp_path / 'none.json'}")
     with pytest.raises(MissingValueData, match="none.json does not exist"):
         train(cfg)
+
+
+def test_the_card_records_command_line_data_over_smokes_synthetic_data(tmp_path, under_hydra):
+    """debug=smoke with data paths on the command line trains on them; the export's card must say so too (its
+    config had kept smoke's synthetic_data.enabled: true)."""
+    from rectify.training.synthetic import write_synthetic
+
+    train_path, val_path = write_synthetic(tmp_path / "mine", 32, 16, tokenizer=None)
+    cfg = under_hydra("+experiment=smollm2", "debug=smoke", f"data.train_path={train_path}",
+                      f"data.val_path={val_path}")
+    train(cfg)
+    card = (tmp_path / "value_model" / "README.md").read_text()
+    assert f"- train: `{train_path}`" in card
+    assert "synthetic_data:\n  enabled: false" in card

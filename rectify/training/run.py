@@ -157,6 +157,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     synthetic = use_synthetic_data(cfg)
     if not synthetic:
         require_value_data(cfg.data.train_path, cfg.data.val_path)
+        if cfg.get("synthetic_data") and cfg.synthetic_data.get("enabled"):  # command-line data won over smoke's
+            cfg.synthetic_data.enabled = False  # the export's card records the data really used
     module = ValueLightningModule(cfg.model)
     datamodule = build_datamodule(cfg, module, synthetic)
     loggers = build_loggers(logger_cfg(cfg))

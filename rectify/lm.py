@@ -311,6 +311,15 @@ def _hub_error(name: str, exc: Exception) -> LMLoadError:
     )
 
 
+def _require_local_dir(cfg: LMConfig) -> None:
+    """Fail on a source=local ``lm.name_or_path`` that is not a directory before anything loads from it:
+    transformers reads a missing dir as a Hub repo id and fails with a misleading Hub/offline error."""
+    if cfg.source == "local" and not (cfg.name_or_path and Path(cfg.name_or_path).is_dir()):
+        what = f"={cfg.name_or_path!r} is not a directory" if cfg.name_or_path else " is required"
+        raise LMLoadError(f"lm.name_or_path{what}: lm.source=local loads a model saved with save_pretrained "
+                          "from a local directory (use lm.source=hub for a Hugging Face Hub name)")
+
+
 def load_tokenizer(cfg: Any) -> PreTrainedTokenizerBase:
     """The tokenizer an LM config implies, with a pad token set (pad = EOS when the model has none)."""
     cfg = LMConfig.from_any(cfg)
@@ -322,6 +331,8 @@ def load_tokenizer(cfg: Any) -> PreTrainedTokenizerBase:
             name = FAMILY_TOKENIZER.get(cfg.family, cfg.name_or_path)
         else:
             name = cfg.name_or_path
+    if name == cfg.name_or_path:  # read from the local dir
+        _require_local_dir(cfg)
     if name in BUNDLED_TOKENIZERS:  # exact copies of the Hub tokenizers, available offline
         tok = bundled_tokenizer(name)
     else:
@@ -335,6 +346,8 @@ def load_tokenizer(cfg: Any) -> PreTrainedTokenizerBase:
 def load_lm(cfg: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Return ``(model, tokenizer)`` for an LM config (see :class:`LMConfig` and ``configs/lm``)."""
     cfg = LMConfig.from_any(cfg)
+    if cfg.random_init is None:  # before the tokenizer, which may come from elsewhere (lm.tokenizer)
+        _require_local_dir(cfg)
     tokenizer = load_tokenizer(cfg)
     if cfg.random_init is not None:
         model = random_model(cfg.family, len(tokenizer), cfg.random_init, tokenizer)
@@ -347,8 +360,6 @@ def load_lm(cfg: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
             if not cfg.name_or_path:
                 raise LMLoadError("lm.name_or_path is required for source hub/local")
             path = cfg.name_or_path
-            if cfg.source == "local" and not Path(path).is_dir():
-                raise LMLoadError(f"lm.name_or_path={path!r} is not a directory")
         else:
             raise LMLoadError(f"unknown lm.source {cfg.source!r}; use hub, local, smollm2 or gemma3")
         try:

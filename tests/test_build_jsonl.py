@@ -13,6 +13,8 @@ from rectify.data.jsonl import (
     JSONLError,
     append_jsonl,
     count_complete,
+    numbered_lines,
+    parse_object,
     read_jsonl,
     repair_tail,
     resume_records,
@@ -56,13 +58,45 @@ def test_malformed_line_names_file_and_line(tmp_path):
     path.write_text('{"a": 1}\n\n{"a": oops}\n{"a": 3}\n')
     with pytest.raises(JSONLError, match=r"bad\.jsonl:3: malformed JSON"):
         read_jsonl(path)
-    from rectify.data.jsonl import parse_object
-
     with pytest.raises(JSONLError, match=r"^f:1: malformed JSON \(Unterminated string starting at column 7\)$"):
         parse_object('{"a": "unterminated', "f:1", JSONLError)
     path.write_text('{"a": 1}\n[1, 2]\n')
     with pytest.raises(JSONLError, match=r"bad\.jsonl:2: expected a JSON object"):
         read_jsonl(path)
+
+
+@pytest.mark.parametrize("line, column", [('{"a": 1 "b": 2}', 9), ('{"text": "a", "reward": [0]', 28)])
+def test_malformed_json_names_the_column_of_the_error(tmp_path, line, column):
+    """Not column 1 when the error is at the line's end (a missing "}"): json counted from the newline."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text(f'{{"a": 0}}\n{line}\n')
+    with pytest.raises(JSONLError, match=rf"^{path}:2: malformed JSON \(Expecting ',' delimiter at column {column}\)$"):
+        read_jsonl(path)  # bytes
+    with pytest.raises(JSONLError, match=rf":2: malformed JSON \(Expecting ',' delimiter at column {column}\)$"):
+        [parse_object(ln.text, ln.where) for ln in numbered_lines(path)]  # text, as user files are read
+
+
+def test_a_line_that_is_not_utf8_names_file_line_and_column(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": "caf\xe9"}\n')
+    with pytest.raises(JSONLError, match=r"latin1\.jsonl:2: not valid UTF-8 \(byte 0xe9 at column 11\); save"):
+        read_jsonl(path)
+
+
+def test_numbered_lines_decode_line_by_line_as_text_mode_reads(tmp_path):
+    path = tmp_path / "mixed.txt"
+    body = "\ufeffone\r\ntwo\rthree\n\n  \nné\r\n\r\nlast".encode()
+    path.write_bytes(body)
+    with open(path, encoding="utf-8-sig") as fh:  # what numbered_lines read before decoding line by line
+        text_mode = [(n, line) for n, line in enumerate(fh, start=1) if line.strip()]
+    assert [(ln.number, ln.text) for ln in numbered_lines(path)] == text_mode == [
+        (1, "one\n"), (2, "two\n"), (3, "three\n"), (6, "né\n"), (8, "last")]
+    path.write_bytes(body.replace("né".encode(), b"n\xe9"))
+    with pytest.raises(JSONLError, match=r"mixed\.txt:6: not valid UTF-8 \(byte 0xe9 at column 2\)"):
+        list(numbered_lines(path))
+    bad: list[ValueError] = []  # on_bad sees it, and the lines after it are still read
+    assert [ln.number for ln in numbered_lines(path, on_bad=bad.append)] == [1, 2, 3, 8]
+    assert [str(e).split(" (")[0] for e in bad] == [f"{path}:6: not valid UTF-8"]
 
 
 def test_partial_tail_is_an_error_unless_allowed(tmp_path):

@@ -72,6 +72,31 @@ def test_generate_prompt_files_drop_a_bom(tmp_path):
         read_prompts(jsonl)
 
 
+def test_generate_prompt_file_not_utf8_names_file_and_line(tmp_path):
+    for name in ("p.txt", "p.jsonl"):
+        path = tmp_path / name
+        path.write_bytes(b'{"prompt": "fine"}\n{"prompt": "\xff"}\n')
+        with pytest.raises(PromptFileError, match=rf"{name}:2: not valid UTF-8 \(byte 0xff at column 13\)"):
+            read_prompts(path)
+
+
+def test_generate_prompt_file_missing_or_with_another_suffix(tmp_path):
+    with pytest.raises(PromptFileError, match=r"prompts file .*nonexistent\.jsonl does not exist"):
+        read_prompts(tmp_path / "nonexistent.jsonl")
+    upper = tmp_path / "P.TXT"
+    upper.write_text("Hello there\n\nYou are\n")  # a .TXT is text, as a .txt is
+    assert read_prompts(upper) == [{"prompt": {"text": "Hello there"}, "source": "P.TXT:1"},
+                                   {"prompt": {"text": "You are"}, "source": "P.TXT:3"}]
+    csv = tmp_path / "p.csv"
+    csv.write_text("Hello there\n")
+    with pytest.raises(PromptFileError, match=r"p\.csv:1: malformed JSON .*JSON lines \(\.jsonl\) or plain text "
+                                              r"\(\.txt\), one prompt per line"):
+        read_prompts(csv)
+    csv.write_text('{"prompt": "Hello"}\nnope\n')  # JSON lines under another name: read, errors as usual
+    with pytest.raises(PromptFileError, match=r"p\.csv:2: malformed JSON \(Expecting value at column 1\)$"):
+        read_prompts(csv)
+
+
 # ------------------------------------------------------------------ CSV
 
 def test_excel_csv_with_bom_and_crlf(tmp_path):

@@ -181,6 +181,18 @@ def test_prompt_file_errors_and_partial_lines(tmp_path):
     assert prepare_resume(tmp_path / "missing.jsonl") == 0
 
 
+def test_unreadable_or_missing_prompt_file_is_a_prompt_file_error(tmp_path):
+    bad = tmp_path / "p.txt"
+    bad.write_bytes(b"Hello there\nYou \xff are\n")
+    for path, message in [(bad, r"p\.txt:2: not valid UTF-8"), (tmp_path / "nonexistent.jsonl", "does not exist")]:
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            cfg = compose("generate", overrides=["debug=smoke", f"prompts_path={path}",
+                                                 f"output_path={tmp_path / 'o.jsonl'}", f"paths.output_dir={tmp_path}"])
+        with pytest.raises(PromptFileError, match=message):
+            run_generation(cfg)
+        assert not (tmp_path / "o.jsonl").exists()
+
+
 @pytest.mark.slow
 def test_script_runs_under_hydra(tmp_path, prompt_file):
     out = tmp_path / "cli.jsonl"

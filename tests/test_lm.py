@@ -15,6 +15,7 @@ from rectify.lm import (
     LMConfig,
     LMLoadError,
     load_lm,
+    load_tokenizer,
     same_vocabulary,
     transformer_layers,
     truncate_layers,
@@ -100,6 +101,17 @@ def test_unreachable_hub_name_points_to_offline_configs(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(LMLoadError, match=r"(?s)gpt2-large.*lm=smollm2"):
         load_lm({"source": "hub", "name_or_path": "gpt2-large", "tokenizer": "gpt2"})
+
+
+def test_a_missing_local_dir_is_named_before_the_tokenizer_tries_the_hub(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = str(tmp_path / "nonexistent")
+    with pytest.raises(LMLoadError, match=r"^lm\.name_or_path='.*nonexistent' is not a directory: lm\.source=local"):
+        load_lm({"source": "local", "name_or_path": missing, "family": "gpt2"})
+    with pytest.raises(LMLoadError, match=r"^lm\.name_or_path='.*nonexistent' is not a directory"):
+        load_tokenizer({"source": "local", "name_or_path": missing})
+    with pytest.raises(LMLoadError, match=r"^lm\.name_or_path is required"):
+        load_tokenizer({"source": "local"})
 
 
 def test_vocabulary_check(gpt2_tok, smollm2_tok):

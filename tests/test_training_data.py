@@ -55,6 +55,23 @@ def test_skip_bad_lines_counts(tmp_path, caplog):
     assert "skipped 2 bad lines" in caplog.text
 
 
+def test_a_line_that_is_not_utf8_is_named_or_skipped(tmp_path, caplog):
+    path = tmp_path / "latin1.jsonl"
+    good = json.dumps(GOOD).encode() + b"\n"
+    path.write_bytes(good * 2 + b'{"text": "caf\xe9", "reward": [0]}\n' + good)
+    with pytest.raises(ValueDataError, match=r"latin1\.jsonl:3: not valid UTF-8 \(byte 0xe9 at column 14\)"):
+        read_value_jsonl(path)
+    records, skipped = read_value_jsonl(path, skip_bad_lines=True)
+    assert skipped == 1 and [r.where for r in records] == [f"{path}:1", f"{path}:2", f"{path}:4"]
+    assert f"skipping {path}:3: not valid UTF-8" in caplog.text
+
+
+def test_malformed_json_at_a_lines_end_names_its_column(tmp_path):
+    path = _write(tmp_path, [GOOD, '{"text": "a", "reward": [0]'])
+    with pytest.raises(ValueDataError, match=r"d\.jsonl:2: malformed JSON \(Expecting ',' delimiter at column 28\)"):
+        read_value_jsonl(path)
+
+
 def test_too_short_text_named(tmp_path, gpt2_tok):
     tok = gpt2_tok
     path = _write(tmp_path, [GOOD, {"text": "hi", "reward": [0]}])

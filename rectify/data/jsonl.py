@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,15 +22,28 @@ class JSONLError(InputError, ValueError):
     """A JSON-lines file holds a line that is not a JSON object; the message says ``file:line``."""
 
 
+def not_utf8(exc: UnicodeDecodeError, where: str, error: type[ValueError] = JSONLError) -> ValueError:
+    """``error`` for a line that is not UTF-8 (a Latin-1 or cp1252 export, say), naming the first bad byte's
+    column and how to fix the file, instead of Python's message with a byte position in the whole file."""
+    column = len(exc.object[:exc.start].decode("utf-8", "replace")) + 1
+    return error(f"{where}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at column {column}); save the file "
+                 "as UTF-8 (e.g. `iconv -f latin1 -t utf-8 FILE > NEW`) or remove the line")
+
+
 def parse_object(text: bytes | str, where: str, error: type[ValueError] = JSONLError) -> dict[str, Any]:
     """One JSON object from ``text``; otherwise ``error`` with a message that starts with ``where`` (file:line).
 
     Shared by every reader of a JSON(-lines) input so a bad line is reported the same way everywhere."""
+    # without its line break: json counts columns from the last newline, so an error at the end of a line
+    # (a missing "}") would be "line 2 column 1" of the document, reported as column 1
+    text = text.rstrip(b"\r\n") if isinstance(text, bytes) else text.rstrip("\r\n")
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
         # json's "Unterminated string starting at" already ends in "at"
         raise error(f"{where}: malformed JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})") from exc
+    except UnicodeDecodeError as exc:  # bytes that are not UTF-8
+        raise not_utf8(exc, where, error) from exc
     if not isinstance(record, dict):
         raise error(f"{where}: expected a JSON object, got {type(record).__name__}")
     return record
@@ -42,13 +55,37 @@ class Line(NamedTuple):
     text: str
 
 
-def numbered_lines(path: str | Path) -> Iterator[Line]:
+def _decode(raw: bytes, first: bool) -> str:
+    """One line of a text file as text mode read it: a BOM dropped from the first, its line break ``\\n``."""
+    text = raw.decode("utf-8-sig" if first else "utf-8")
+    stripped = text.rstrip("\r\n")
+    return stripped + "\n" if len(stripped) < len(text) else text
+
+
+def numbered_lines(path: str | Path, error: type[ValueError] = JSONLError,
+                   on_bad: Callable[[ValueError], None] | None = None) -> Iterator[Line]:
     """Every non-blank line of a UTF-8 text file with its number and ``file:line`` label; a BOM (files saved
-    by Excel or Notepad) is dropped so it does not end up in the first record."""
-    with open(path, encoding="utf-8-sig") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if line.strip():
-                yield Line(lineno, f"{path}:{lineno}", line)
+    by Excel or Notepad) is dropped so it does not end up in the first record.
+
+    Lines are decoded one by one, so a line that is not UTF-8 is ``error`` naming ``file:line``: raised, or
+    given to ``on_bad`` (which may skip it) and the next line read. Line breaks are ``\\n``, ``\\r\\n`` or
+    ``\\r``, as in text mode."""
+    lineno = 0
+    with open(path, "rb") as fh:
+        for chunk in fh:  # a chunk ends at "\n", so "\r\n" is never split between two
+            for raw in chunk.splitlines(keepends=True):  # bytes split on "\n", "\r\n" and "\r" only
+                lineno += 1
+                where = f"{path}:{lineno}"
+                try:
+                    text = _decode(raw, lineno == 1)
+                except UnicodeDecodeError as exc:
+                    bad = not_utf8(exc, where, error)
+                    if on_bad is None:
+                        raise bad from exc
+                    on_bad(bad)
+                    continue
+                if text.strip():
+                    yield Line(lineno, where, text)
 
 
 def iter_jsonl(path: str | Path, *, allow_partial_tail: bool = False) -> Iterator[dict[str, Any]]:

@@ -35,8 +35,9 @@ def iter_prompt_file(path: str | Path, error: type[ValueError] = JSONLError) -> 
     """``(line, record)`` for every non-blank line: a ``.txt`` line is one prompt (``source`` set to
     ``file:line``), any other file is JSON lines normalised by :func:`normalise_prompt`."""
     path = Path(path)
-    for line in numbered_lines(path):
-        if path.suffix == ".txt":
+    text = path.suffix.lower() == ".txt"
+    for line in numbered_lines(path, error):
+        if text:
             yield line, {"prompt": {"text": line.text.rstrip("\n")}, "source": f"{path.name}:{line.number}"}
         else:
             yield line, normalise_prompt(parse_object(line.text, line.where, error), line.where, error)

@@ -59,13 +59,27 @@ def exclusive_writer(path: str | Path) -> Iterator[None]:
             raise
 
 
+FORMATS = "A prompts file is JSON lines (.jsonl) or plain text (.txt), one prompt per line"
+
+
 def read_prompts(path: str | Path) -> list[dict[str, Any]]:
     """Records ``{"prompt": {"text": ...}, ...}`` in file order (blank lines skipped); read by
     :func:`rectify.data.prompt_files.iter_prompt_file`, as build_data's ``rtp_jsonl`` source reads them."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"prompts file {path} does not exist")
-    return [record for _, record in iter_prompt_file(path, PromptFileError)]
+        state = "is a directory" if path.is_dir() else "does not exist"
+        raise PromptFileError(f"prompts file {path} {state}: set prompts_path to a .jsonl or .txt file")
+    records: list[dict[str, Any]] = []
+    try:
+        for _, record in iter_prompt_file(path, PromptFileError):
+            records.append(record)
+    except PromptFileError as exc:
+        if records or path.suffix.lower() in (".jsonl", ".json", ".txt"):
+            raise
+        # a first line that is not JSON in a .csv or .text file: most likely meant as plain text
+        raise PromptFileError(f"{exc}. {FORMATS}; {path.name} was read as JSON lines: give a plain-text file "
+                              "the suffix .txt") from exc
+    return records
 
 
 def prepare_resume(path: str | Path) -> int:

@@ -96,14 +96,20 @@ def read_value_jsonl(path: str | Path, q_min: float = -1.0, q_max: float = 0.0,
     require_value_data(path)
     records: list[ValueRecord] = []
     skipped = 0
-    for _, where, line in numbered_lines(path):
+
+    def skip(exc: ValueError) -> None:
+        nonlocal skipped
+        skipped += 1
+        log.warning("skipping %s", exc)
+
+    # numbered_lines hands skip() the lines that are not UTF-8 (with skip_bad_lines), or raises on them
+    for _, where, line in numbered_lines(path, ValueDataError, skip if skip_bad_lines else None):
         try:
             records.append(_check(parse_object(line, where, ValueDataError), where, q_min, q_max))
         except ValueDataError as exc:
             if not skip_bad_lines:
                 raise
-            skipped += 1
-            log.warning("skipping %s", exc)
+            skip(exc)
     if skipped:
         log.warning("%s: skipped %d bad lines (data.skip_bad_lines=true)", path, skipped)
     return records, skipped

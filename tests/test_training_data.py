@@ -82,6 +82,16 @@ def test_too_short_text_named(tmp_path, gpt2_tok):
     assert len(ds) == 1 and ds.skipped == 1
 
 
+def test_the_datamodule_says_each_files_skipped_total(tmp_path, gpt2_tok, caplog):
+    """Unreadable lines are counted by the reader, too-short texts after tokenizing: one line gives the total."""
+    path = _write(tmp_path, [GOOD, "not json", {"text": "hi", "reward": [0]}, GOOD])
+    dm = ValueDataModule(gpt2_tok, str(path), str(path), skip_bad_lines=True)
+    with caplog.at_level("WARNING", logger="rectify.training.data"):
+        dm.setup("fit")
+    assert f"{path}: skipped 2 lines in all (1 unreadable, 1 too short for a trajectory)" in caplog.text
+    assert len(dm.train_set) == 2 and dm.skipped == 4  # train and val read the same file
+
+
 def test_a_prompt_longer_than_its_text_is_named(tmp_path, gpt2_tok, caplog):
     path = _write(tmp_path, [GOOD, {"text": "oops, a char count", "reward": [0], "prompt_len": 99}])
     records, _ = read_value_jsonl(path)

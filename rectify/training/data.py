@@ -269,6 +269,9 @@ class ValueDataModule(L.LightningDataModule):
         ds = TokenizedValueDataset(records, self.tokenizer, self.max_length, self.add_special_tokens,
                                    self.skip_bad_lines)
         self.skipped += skipped + ds.skipped
+        if ds.skipped:  # too short once tokenized: after the reader's own count, so say the file's total
+            log.warning("%s: skipped %d lines in all (%d unreadable, %d too short for a trajectory)", path,
+                        skipped + ds.skipped, skipped, ds.skipped)
         if len(ds) == 0:
             raise ValueDataError(f"{path}: no usable lines")
         log.info("%s: %d trajectories, %d ending in a dead end", path, len(ds), self._toxic(ds.items))

@@ -404,3 +404,20 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 def same_vocabulary(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
     """True when two tokenizers map every token string to the same id (required to rectify an LM)."""
     return len(a) == len(b) and a.get_vocab() == b.get_vocab()
+
+
+def vocabulary_difference(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase, show: int = 3) -> str:
+    """How two vocabularies differ, in words for an error message: tokens only one side has (e.g. a pad token
+    added to a saved tokenizer), or how many shared tokens have other ids."""
+    va, vb = a.get_vocab(), b.get_vocab()
+    moved = sum(1 for t, i in va.items() if t in vb and vb[t] != i)
+    only_a = sorted((i, t) for t, i in va.items() if t not in vb)
+    only_b = sorted((i, t) for t, i in vb.items() if t not in va)
+    parts = []
+    if moved:
+        parts.append(f"{moved} shared tokens have other ids")
+    for side, only in (("the first", only_a), ("the second", only_b)):
+        if only:
+            named = ", ".join(f"{t!r} (id {i})" for i, t in only[:show]) + (", ..." if len(only) > show else "")
+            parts.append(f"{len(only)} tokens only {side} has: {named}")
+    return "; ".join(parts) or "the same tokens and ids, in a different count"

@@ -138,8 +138,21 @@ def test_dead_ends_are_counted(family):
 
 def test_vocabulary_mismatch_is_refused():
     gen, tok = load_lm(tiny_lm_config("gpt2"))
-    with pytest.raises(VocabularyMismatch, match="different ids"):
+    with pytest.raises(VocabularyMismatch, match="shared tokens have other ids"):
         RectifiedSampler(gen, tok, random_q_model("llama"), DecodingConfig())
+
+
+def test_a_vocabulary_with_one_added_token_is_refused_naming_it():
+    """A saved GPT-2 tokenizer with a pad token added (50258 tokens) against a GPT-2 Q_D: the message names the
+    one extra token, not "different ids"."""
+    import copy
+
+    gen, tok = load_lm(tiny_lm_config("gpt2"))
+    padded = copy.deepcopy(tok)
+    padded.add_special_tokens({"pad_token": "<pad>"})
+    with pytest.raises(VocabularyMismatch, match=r"1 tokens only the first has: '<pad>' \(id 50257\)\)") as err:
+        RectifiedSampler(gen, padded, random_q_model("gpt2"), DecodingConfig())
+    assert "other ids" not in str(err.value)
 
 
 @pytest.mark.parametrize("warp", [{}, {"top_k": 3}, {"top_p": 0.5}])

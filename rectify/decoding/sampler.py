@@ -28,7 +28,7 @@ from rectify.decoding.shared_lower import LowerSharing
 from rectify.decoding.support import Support, scatter_support, support_of
 from rectify.decoding.warping import warp_logits
 from rectify.errors import InputError
-from rectify.lm import position_ids_from_mask, same_vocabulary
+from rectify.lm import position_ids_from_mask, same_vocabulary, vocabulary_difference
 from rectify.runtime import keep_freed_memory
 
 
@@ -96,9 +96,10 @@ class RectifiedSampler:
                 raise VocabularyMismatch("Q_D has no tokenizer to compare with the generator's; pass value_tokenizer")
             if not same_vocabulary(tokenizer, vtok):
                 raise VocabularyMismatch(
-                    f"the generator's tokenizer ({len(tokenizer)} tokens, {type(tokenizer).__name__}) and Q_D's "
-                    f"({len(vtok)} tokens) map tokens to different ids; Q_D can only rectify an LM that shares "
-                    "its vocabulary (e.g. GPT-2 family with a GPT-2 Q_D, SmolLM2 with a SmolLM2 Q_D)"
+                    f"the generator's tokenizer (first: {len(tokenizer)} tokens, {type(tokenizer).__name__}) and "
+                    f"Q_D's (second: {len(vtok)} tokens) differ ({vocabulary_difference(tokenizer, vtok)}); Q_D can "
+                    "only rectify an LM that shares its vocabulary (e.g. GPT-2 family with a GPT-2 Q_D, SmolLM2 "
+                    "with a SmolLM2 Q_D)"
                 )
             q_vocab = value_model.head.out.out_features
             if q_vocab < self.vocab_size:

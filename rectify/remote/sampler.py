@@ -22,7 +22,13 @@ from rectify.decoding.config import DecodingConfig
 from rectify.decoding.forward import q_step
 from rectify.decoding.rows import distribution, draw, encode_prompt, left_pad, row_generators
 from rectify.decoding.sampler import GenerationResult, VocabularyMismatch
-from rectify.lm import LMConfig, load_tokenizer, position_ids_from_mask, same_vocabulary
+from rectify.lm import (
+    LMConfig,
+    load_tokenizer,
+    position_ids_from_mask,
+    same_vocabulary,
+    vocabulary_difference,
+)
 from rectify.remote.client import CompletionsClient, RemoteAPIError, RemoteConfig
 from rectify.remote.tokens import mapper_for
 
@@ -48,7 +54,8 @@ class RemoteSampler:
             raise ValueError("rectify=True needs a value model (Q_D); pass rectify=False for plain sampling")
         vtok = getattr(value_model, "tokenizer", None)
         if vtok is not None and not same_vocabulary(tokenizer, vtok):
-            raise VocabularyMismatch("the API's tokenizer (lm.tokenizer) and Q_D's map tokens to different ids")
+            raise VocabularyMismatch("the API's tokenizer (lm.tokenizer, first) and Q_D's (second) differ ("
+                                     f"{vocabulary_difference(tokenizer, vtok)})")
         self.vocab_size = len(tokenizer)
         self.mapper = mapper_for(tokenizer)
         self.transport = transport

@@ -207,6 +207,17 @@ def test_logits_processor_matches_loop_and_caps_hold():
     assert (top > 0.05 + 1e-3).all() and torch.allclose(p.max(-1).values.clamp_max(0.05), torch.full((3,), 0.05))
 
 
+def test_logits_processor_refuses_right_padded_prompts(smollm2_tok):
+    """A right-padded batch would put pads between a prompt and its continuation in what Q_D reads."""
+    vm = random_q_model("llama")
+    right = smollm2_tok(PROMPTS, return_tensors="pt", padding=True, padding_side="right").attention_mask
+    left = smollm2_tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left").attention_mask
+    assert not bool(right.all())  # the prompts differ in length
+    with pytest.raises(ValueError, match="padding_side='left'"):
+        RectifyLogitsProcessor(vm, attention_mask=right)
+    RectifyLogitsProcessor(vm, attention_mask=left)
+
+
 def test_larger_bf16_generator_with_float32_q_model():
     """The generator may differ from Q_D in size and dtype; only the vocabulary must match."""
     gen, tok = load_lm(tiny_lm_config("gpt2", num_layers=3, hidden_size=96, num_heads=4))

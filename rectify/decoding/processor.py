@@ -24,8 +24,9 @@ from transformers import LogitsProcessor
 
 from rectify.decoding.caps import CapConfig
 from rectify.decoding.rows import rectify_probs, stop_ids_of
+from rectify.decoding.sampler import VocabularyMismatch
 from rectify.decoding.warping import warp_logits
-from rectify.lm import position_ids_from_mask, same_vocabulary
+from rectify.lm import position_ids_from_mask, same_vocabulary, vocabulary_difference
 
 
 class RectifyLogitsProcessor(LogitsProcessor):
@@ -41,8 +42,14 @@ class RectifyLogitsProcessor(LogitsProcessor):
         self.value_model = value_model.eval()
         q_tok = getattr(value_model, "tokenizer", None)
         if tokenizer is not None and q_tok is not None and not same_vocabulary(tokenizer, q_tok):
-            raise ValueError("the generator's tokenizer differs from Q_D's: Q_D can only rectify an LM with its "
-                             "vocabulary (rectify.lm.same_vocabulary)")
+            raise VocabularyMismatch(f"the generator's tokenizer (first) differs from Q_D's (second): "
+                                     f"{vocabulary_difference(tokenizer, q_tok)}; Q_D can only rectify an LM with "
+                                     "its vocabulary")
+        if attention_mask is not None and bool((attention_mask[:, 1:] < attention_mask[:, :-1]).any()):
+            # generate() appends each new token after the padding: Q_D would read the prompt, pads, then the
+            # continuation, at positions that skip the pads
+            raise ValueError("attention_mask has padding after a prompt (right padding): tokenize the prompts with "
+                             "padding_side='left', as generate() needs for a decoder-only LM")
         self.tokenizer = tokenizer
         # Validated here, before generate() starts.
         self.cap_rule = CapConfig(epsilon=epsilon, p_min=p_min, p_max=p_max, mode=cap_mode, q_scale=q_scale,

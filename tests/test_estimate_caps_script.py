@@ -39,3 +39,21 @@ def test_estimate_caps_script_writes_one_row_per_rule(tmp_path):
     assert set(anatomy) == {f"{k}_{part}" for k in ("q_state", "q_spread", "last_advantage", "last_safer_mass")
                             for part in ("toxic", "clean")} | {"last_advantage_auc"}
     assert "eps=0.1 original x4" in (out / "estimate_caps.md").read_text()
+
+
+def test_a_generations_file_without_scores_says_to_pass_them(tmp_path):
+    """input=<generations.jsonl> and no scores=: read as value data it failed with "missing field 'text'"."""
+    lm = LMConfig(source="hub", name_or_path="tiny-llama", family="llama",
+                  random_init=RandomInit(num_layers=2, hidden_size=32, num_heads=2, max_positions=64, seed=0))
+    qd = ValueModel.from_lm(lm).save_pretrained(tmp_path / "value_model")
+    gens = tmp_path / "generations.jsonl"
+    gens.write_text(json.dumps({"prompt": {"text": "You are"}, "generations": [{"text": " kind"}]}) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"HF_HUB_OFFLINE": "1"}
+    base = [sys.executable, str(ROOT / "scripts" / "analysis" / "estimate_caps.py"), "debug=smoke",
+            f"value_model_path={qd}", f"input={gens}", f"hydra.run.dir={tmp_path / 'run'}"]
+    res = subprocess.run(base, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1 and "is a generations file" in res.stderr and "scores=" in res.stderr, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    res = subprocess.run([*base, f"scores={tmp_path / 'nope.json'}"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 1 and "nope.json does not exist" in res.stderr, res.stderr[-2000:]

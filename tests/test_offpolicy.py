@@ -91,6 +91,8 @@ def test_summarize_and_grid():
     assert [(r.epsilon, r.q_scale) for r in union] == [(0.3, 1.0), (0.1, 4.0), (0.2, 4.0)]
     with pytest.raises(ValueError, match="unknown cap fields"):
         rule_grid({"epsilonn": [0.1]})
+    # decoding's name for the cap rule (decoding.cap_mode) means CapConfig's mode
+    assert [r.mode for r in rule_grid({"cap_mode": ["original", "normalized"]})] == ["original", "normalized"]
     from rectify.analysis.offpolicy import describe
 
     assert [describe(r) for r in rule_grid({"tilt": [0.0, 64.0], "epsilon": [0.05]})] == [

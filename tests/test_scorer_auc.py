@@ -46,6 +46,25 @@ def test_run_writes_table_and_reports_missing(tmp_path):
         auc.run({**cfg, "skip_missing": False})
 
 
+class KeylessScorer(Scorer):
+    """Loads, then fails on its first texts (as Perspective does without an API key)."""
+
+    name = "keyless"
+
+    def _score_batch(self, texts):
+        raise RuntimeError("keyless: no API key (set KEYLESS_API_KEY)")
+
+
+def test_a_scorer_failing_on_its_first_texts_gets_a_row_and_the_others_are_kept(tmp_path):
+    cfg = {"split": "test", "max_texts": 20, "include": ["keyless", "profanity_svm"], "skip_missing": True,
+           "scorers": {"keyless": {"_target_": "tests.test_scorer_auc.KeylessScorer"}}}
+    table = auc.run(cfg)
+    assert table[0]["status"] == "failed: keyless: no API key (set KEYLESS_API_KEY)"
+    assert table[1]["scorer"] == "profanity_svm" and table[1]["n"] == 20
+    with pytest.raises(RuntimeError, match="no API key"):
+        auc.run({**cfg, "skip_missing": False})
+
+
 def test_config_composes_every_scorer_group_entry(tmp_path):
     from pathlib import Path
 

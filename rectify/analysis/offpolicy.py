@@ -88,6 +88,7 @@ def rule_grid(grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence
     a list of such grids gives their union, in order."""
     if not isinstance(grid, Mapping):
         return [rule for part in grid for rule in rule_grid(part, p_min)]
+    grid = {("mode" if k == "cap_mode" else k): v for k, v in grid.items()}  # decoding.cap_mode's name works too
     keys = list(grid)
     unknown = set(keys) - set(CapConfig.__dataclass_fields__)
     if unknown:

@@ -54,6 +54,9 @@ def read_cache(cache_file: Path) -> dict[str, Any]:
 def cached_scores(cache_file: Path, texts: Sequence[str], source: str | Path) -> list[float]:
     """The scores evaluate.py cached for ``texts`` (generations of ``source``); empty texts score 0 (as
     ``eval.empty_score`` does by default). Raises when any other text is missing, naming the fix."""
+    if not Path(cache_file).is_file():
+        raise FileNotFoundError(f"score cache {cache_file} does not exist: run scripts/evaluate.py on {source} "
+                                "first (it writes <generations>.scores/<judge>.json)")
     cache = read_cache(Path(cache_file)).get("values", {})
     missing = [t for t in texts if t.strip() and t not in cache]
     if missing:

@@ -57,9 +57,23 @@ def _prompt_fields(obj: Any, where: str) -> tuple[str, float | None]:
     return prompt["text"], None if tox is None else float(tox)
 
 
+def is_generations_file(path: str | Path) -> bool:
+    """True when the first line of ``path`` is a generations record (an object with a ``generations`` list),
+    to tell one from value data before reading it as either."""
+    for _, where, line in numbered_lines(path):
+        try:
+            return isinstance(parse_object(line, where, GenerationsFormatError).get("generations"), list)
+        except GenerationsFormatError:
+            return False
+    return False
+
+
 def read_generations(path: str | Path) -> GenerationSet:
     """Parse a generations JSONL; raises :class:`GenerationsFormatError` naming the file and line."""
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is a directory: pass the generations file in it (e.g. "
+                                f"{path / 'generations.jsonl'})")
     if not path.is_file():
         raise FileNotFoundError(f"generations file {path} does not exist")
     out = GenerationSet(path=path, prompts=[], prompt_toxicity=[], generations=[], lines=[], extra=[])

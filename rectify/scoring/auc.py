@@ -52,16 +52,18 @@ def run(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
         scorer_cfg = cfg["scorers"].get(name) if cfg.get("scorers") else None
         row: dict[str, Any] = {"scorer": name, "status": "ok"}
         start = time.perf_counter()
+        stage = "missing"  # until it loads; some fail only on their first texts (Perspective without a key)
         try:
             scorer = build_scorer(scorer_cfg if scorer_cfg is not None else name)
-        except (FileNotFoundError, OSError, ValueError) as e:
+            row["load_s"] = time.perf_counter() - start
+            stage = "failed"
+            row.update(score_auc(scorer, rows))
+        except (OSError, ValueError, RuntimeError) as e:
             if not cfg.get("skip_missing", True):
                 raise
-            log.warning("skipping %s: %s", name, e)
-            table.append({**row, "status": f"missing: {str(e).splitlines()[0][:120]}"})
+            log.warning("skipping %s (%s): %s", name, stage, e)
+            table.append({**row, "status": f"{stage}: {str(e).splitlines()[0][:120]}"})
             continue
-        row["load_s"] = time.perf_counter() - start
-        row.update(score_auc(scorer, rows))
         log.info("%s: AUC %.3f, %.0f texts/s", name, row["auc"], row["texts_per_s"])
         table.append(row)
     return table

@@ -19,8 +19,9 @@ from rectify.analysis.offpolicy import (
     rule_grid,
     summarize,
 )
+from rectify.errors import ConfigError
 from rectify.evaluation.cache import cached_scores
-from rectify.evaluation.generations import read_generations
+from rectify.evaluation.generations import is_generations_file, read_generations
 from rectify.lm import load_lm
 from rectify.report.table import write_table
 from rectify.training.data import read_value_jsonl
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 def load_trajectories(cfg: DictConfig, tokenizer) -> list:
     path = Path(cfg.input)
     if cfg.scores is None:  # value data: labels are the terminal rewards
+        if is_generations_file(path):
+            raise ConfigError(f"input={path} is a generations file: its samples need a judge's scores, "
+                              "scores=<input>.scores/<judge>.json (written by scripts/evaluate.py); without scores= "
+                              "the input is value data (text, reward)")
         records, _ = read_value_jsonl(path)
         return from_value_data(records, tokenizer, int(cfg.max_length), float(cfg.reward_threshold))
     prompts, texts, _ = read_generations(path).flat()

@@ -17,7 +17,7 @@ need "$D/train.json" "python scripts/build_data.py data=offline builds it"
 FRACTIONS="0.25 0.5"
 if [ "$FULL" = "-" ] || [ -z "$FULL" ]; then
     FRACTIONS="$FRACTIONS 1.0"
-elif [ ! -d "$FULL/value_model" ] && [ "$(basename "$FULL")" != value_model ]; then
+elif [ ! -d "$FULL/value_model" ] && { [ "$(basename "$FULL")" != value_model ] || [ ! -d "$FULL" ]; }; then
     echo "error: $FULL is not a Q_D run dir (no value_model/ in it)" >&2; exit 1
 fi
 mkdir -p "$OUT"

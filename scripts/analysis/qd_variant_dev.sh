@@ -17,6 +17,8 @@ TAG=${TAG:-k$K}
 PY=${PYTHON:-.venv/bin/python}
 source "$(dirname "$0")/preflight.sh"
 need "$RECIPE/dev/generations/plain" "python scripts/demo.py +experiment=demo_k25_recipe makes it"
+need "$RECIPE/dev/generations/clean_64" "python scripts/demo.py +experiment=demo_k25_recipe makes it"
+need "$RECIPE/dev/prompts_nontoxic.jsonl" "python scripts/demo.py +experiment=demo_k25_recipe makes it"
 need "$QD8/value_model" "the recipe's Q_D run (python scripts/demo.py +experiment=demo_full trains it)"
 if [ "$K" = 8 ]; then D=data/offline; else D=data/offline_k$K; fi
 QDK=$OUT/$TAG/train

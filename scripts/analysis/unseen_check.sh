@@ -16,6 +16,7 @@ DEMO=${1:-outputs/demo}; N=${2:-500}; K=${3:-4}; EXPERIMENT=${4:-configs/demo.ya
 PY=${PYTHON:-.venv/bin/python}
 source "$(dirname "$0")/preflight.sh"
 need "$DEMO/selected.json" "make demo writes it"
+need "$EXPERIMENT" "the experiment config the demo ran (configs/demo.yaml, or configs/experiment/<name>.yaml)"
 OUT=$DEMO/${6:-unseen}
 mkdir -p "$OUT"
 [ -s "$OUT/prompts_unseen.jsonl" ] || $PY -m rectify.data.unseen "$OUT/prompts_unseen.jsonl" "$N" 0 "${UNSEEN_OFFSET:-0}" "${UNSEEN_SOURCE:-final.csv}"

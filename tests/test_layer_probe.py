@@ -40,6 +40,15 @@ def test_probe_needs_both_classes_in_validation():
         probe_layers(_features(rng, 30, 6.0), val)
 
 
+def test_probe_needs_both_classes_in_training():
+    """limit_train that keeps only clean trajectories: a constant probe, AUC 0.5 everywhere, said as such."""
+    rng = np.random.default_rng(0)
+    train = _features(rng, 30, 6.0)
+    train.toxic[:] = 0
+    with pytest.raises(ValueError, match="training split needs both toxic and clean"):
+        probe_layers(train, _features(rng, 30, 6.0))
+
+
 def test_position_features_cover_the_continuation(tiny_llama):
     model, tok = tiny_llama
     recs = [ValueRecord("you are a very kind person", 0.0, 2, "f:1"), ValueRecord("go away now", -1.0, None, "f:2")]

@@ -71,6 +71,9 @@ def probe_layers(train: PositionFeatures, val: PositionFeatures, alpha: float = 
     """Fit one ridge probe per layer on ``train``; the validation AUC of its max-pooled score, per layer."""
     if len(set(val.toxic.tolist())) < 2:
         raise ValueError("the validation split needs both toxic and clean trajectories for an AUC")
+    if len(set(train.toxic.tolist())) < 2:  # the probe would learn a constant: AUC 0.5 at every layer
+        raise ValueError("the training split needs both toxic and clean trajectories to fit a probe (a larger "
+                         "limit_train?)")
     rows = []
     for layer, x_train in train.layers.items():
         mean, std = x_train.mean(0), x_train.std(0) + 1e-6  # standardise with train statistics only

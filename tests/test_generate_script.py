@@ -301,3 +301,15 @@ def test_a_refused_resume_keeps_the_run_dirs_hydra_record(tmp_path, prompt_file)
     # a run that goes ahead in the same dir is recorded as Hydra always does
     subprocess.run([*base, "decoding.epsilon=0.1", "batch_size=3"], check=True, cwd=ROOT, capture_output=True)
     assert "batch_size=3" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+
+
+def test_device_names_are_checked(monkeypatch):
+    """device=cuda without a GPU, or a misspelt device: a config error naming the fix, not torch's assertion."""
+    from rectify.decoding.runner import resolve_device
+    from rectify.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") == resolve_device("cpu")
+    for name, words in (("cuda", "no CUDA GPU is visible"), ("cuda:1", "no CUDA GPU"), ("gpu0", "not a torch device")):
+        with pytest.raises(ConfigError, match=words):
+            resolve_device(name)

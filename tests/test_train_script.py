@@ -320,3 +320,15 @@ def test_the_card_records_command_line_data_over_smokes_synthetic_data(tmp_path,
     card = (tmp_path / "value_model" / "README.md").read_text()
     assert f"- train: `{train_path}`" in card
     assert "synthetic_data:\n  enabled: false" in card
+
+
+def test_trainer_gpu_without_a_gpu_is_a_config_error(tmp_path, monkeypatch):
+    """trainer=gpu on a machine with no CUDA: one line naming the fix (Lightning said "No supported gpu backend")."""
+    from rectify.errors import ConfigError
+    from rectify.training.run import build_trainer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for group in ("gpu", "ddp"):
+        cfg = cfg_for(tmp_path, "debug=smoke", f"trainer={group}")
+        with pytest.raises(ConfigError, match="no CUDA GPU is visible .* use trainer=cpu"):
+            build_trainer(cfg.trainer)

@@ -88,9 +88,18 @@ def resume_conflicts(previous: dict[str, Any], current: dict[str, Any],
 
 
 def resolve_device(name: str) -> torch.device:
+    """``device``: auto (CUDA when visible, else CPU), or a torch device name; a CUDA device this machine does not
+    have is a config error, not torch's assertion from deep inside the first ``.to()``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"device={name!r} is not a torch device name (auto, cpu, cuda, cuda:1, ...)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but no CUDA GPU is visible to torch {torch.__version__}: use device=auto "
+                          "or device=cpu")
+    return device
 
 
 def build_sampler(cfg: Any) -> RectifiedSampler:

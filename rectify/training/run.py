@@ -9,10 +9,12 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from rectify.cli import command_overrides
+from rectify.errors import ConfigError
 from rectify.model_card import run_card_info
 from rectify.precision import resolve_precision
 from rectify.training.data import ValueDataModule, require_value_data
@@ -145,6 +147,9 @@ def fit_calibration(module: ValueLightningModule, datamodule: ValueDataModule,
 def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     """The configured Lightning Trainer, ``precision: auto`` resolved first (Lightning has no such value): bf16-mixed
     where bf16 is native (rectify/precision.py), else 32-true."""
+    if trainer_cfg.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={trainer_cfg.accelerator} (trainer=gpu / ddp) but no CUDA GPU is "
+                          f"visible to torch {torch.__version__}: use trainer=cpu (the default)")
     if trainer_cfg.get("precision") == "auto":
         kwargs["precision"] = resolve_precision(trainer_cfg.precision, trainer_cfg.get("accelerator"))
     return hydra.utils.instantiate(trainer_cfg, **kwargs)

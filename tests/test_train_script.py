@@ -332,3 +332,12 @@ def test_trainer_gpu_without_a_gpu_is_a_config_error(tmp_path, monkeypatch):
         cfg = cfg_for(tmp_path, "debug=smoke", f"trainer={group}")
         with pytest.raises(ConfigError, match="no CUDA GPU is visible .* use trainer=cpu"):
             build_trainer(cfg.trainer)
+
+    import rectify.training.run as run_mod
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built before the accelerator was checked")
+
+    monkeypatch.setattr(run_mod, "ValueLightningModule", no_model)
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        train(cfg_for(tmp_path, "debug=smoke", "trainer=gpu"))

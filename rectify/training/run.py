@@ -144,12 +144,18 @@ def fit_calibration(module: ValueLightningModule, datamodule: ValueDataModule,
     return {f"calibration/{k}": float(v) for k, v in cal.stats.items()}
 
 
-def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
-    """The configured Lightning Trainer, ``precision: auto`` resolved first (Lightning has no such value): bf16-mixed
-    where bf16 is native (rectify/precision.py), else 32-true."""
+def require_accelerator(trainer_cfg: DictConfig) -> None:
+    """trainer=gpu / ddp on a machine without CUDA: a config error naming the fix (Lightning's is "No supported
+    gpu backend found!"), checked before any model loads."""
     if trainer_cfg.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.accelerator={trainer_cfg.accelerator} (trainer=gpu / ddp) but no CUDA GPU is "
                           f"visible to torch {torch.__version__}: use trainer=cpu (the default)")
+
+
+def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
+    """The configured Lightning Trainer, ``precision: auto`` resolved first (Lightning has no such value): bf16-mixed
+    where bf16 is native (rectify/precision.py), else 32-true."""
+    require_accelerator(trainer_cfg)
     if trainer_cfg.get("precision") == "auto":
         kwargs["precision"] = resolve_precision(trainer_cfg.precision, trainer_cfg.get("accelerator"))
     return hydra.utils.instantiate(trainer_cfg, **kwargs)
@@ -159,6 +165,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit Q_D; export the final model to ``<run dir>/value_model``; return the final logged metrics."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    require_accelerator(cfg.trainer)
     synthetic = use_synthetic_data(cfg)
     if not synthetic:
         require_value_data(cfg.data.train_path, cfg.data.val_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from rectify.data import continuations as cont
 from rectify.data.jsonl import iter_jsonl, read_jsonl
@@ -127,3 +128,11 @@ def test_shard_writer_stops_after_saving_the_batch_on_sigterm(tmp_path):
     with pytest.raises(SIGTERMException):
         writer.write_on_batch_end(stopping, None, [{"index": 1, "generations": []}], None, None, 1)
     assert cont.done_indices(tmp_path) == {0, 1}
+
+
+def test_a_gpu_trainer_without_a_gpu_is_a_config_error(tmp_path, monkeypatch):
+    from rectify.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="build.continuations.trainer.accelerator=gpu .* no CUDA GPU"):
+        cont.make_trainer({"accelerator": "gpu"}, tmp_path / "shards")

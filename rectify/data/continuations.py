@@ -27,6 +27,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Dataset
 
 from rectify.data.jsonl import JSONLAppender, iter_jsonl, repair_tail, write_jsonl_atomic
+from rectify.devices import require_accelerator
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,7 @@ def make_trainer(trainer_kwargs: dict[str, Any], shard_dir: str | Path) -> pl.Tr
     """A predict-only Trainer (no logger, no checkpoints) with the shard writer attached."""
     kwargs = {"accelerator": "cpu", "devices": 1, **trainer_kwargs,
               "logger": False, "enable_checkpointing": False, "enable_model_summary": False}
+    require_accelerator(kwargs["accelerator"], "build.continuations.trainer.accelerator")
     if kwargs.get("precision") == "auto":  # a training setting: generation's dtype is the LM's own (lm.dtype)
         kwargs["precision"] = "32-true"
     callbacks = list(kwargs.pop("callbacks", []) or [])

@@ -32,6 +32,7 @@ from rectify.decoding.io import (
     write_json_atomic,
 )
 from rectify.decoding.sampler import GenerationResult, RectifiedSampler
+from rectify.devices import require_cuda
 from rectify.errors import ConfigError
 from rectify.evaluation.generations import flatten
 from rectify.lm import load_lm, same_weights
@@ -96,9 +97,8 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError as exc:
         raise ConfigError(f"device={name!r} is not a torch device name (auto, cpu, cuda, cuda:1, ...)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but no CUDA GPU is visible to torch {torch.__version__}: use device=auto "
-                          "or device=cpu")
+    if device.type == "cuda":
+        require_cuda(f"device={name}", "use device=auto or device=cpu")
     return device
 
 

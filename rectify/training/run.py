@@ -9,12 +9,11 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from rectify.cli import command_overrides
-from rectify.errors import ConfigError
+from rectify.devices import require_accelerator
 from rectify.model_card import run_card_info
 from rectify.precision import resolve_precision
 from rectify.training.data import ValueDataModule, require_value_data
@@ -144,18 +143,10 @@ def fit_calibration(module: ValueLightningModule, datamodule: ValueDataModule,
     return {f"calibration/{k}": float(v) for k, v in cal.stats.items()}
 
 
-def require_accelerator(trainer_cfg: DictConfig) -> None:
-    """trainer=gpu / ddp on a machine without CUDA: a config error naming the fix (Lightning's is "No supported
-    gpu backend found!"), checked before any model loads."""
-    if trainer_cfg.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.accelerator={trainer_cfg.accelerator} (trainer=gpu / ddp) but no CUDA GPU is "
-                          f"visible to torch {torch.__version__}: use trainer=cpu (the default)")
-
-
 def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     """The configured Lightning Trainer, ``precision: auto`` resolved first (Lightning has no such value): bf16-mixed
     where bf16 is native (rectify/precision.py), else 32-true."""
-    require_accelerator(trainer_cfg)
+    require_accelerator(trainer_cfg.get("accelerator"))
     if trainer_cfg.get("precision") == "auto":
         kwargs["precision"] = resolve_precision(trainer_cfg.precision, trainer_cfg.get("accelerator"))
     return hydra.utils.instantiate(trainer_cfg, **kwargs)
@@ -165,7 +156,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit Q_D; export the final model to ``<run dir>/value_model``; return the final logged metrics."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    require_accelerator(cfg.trainer)
+    require_accelerator(cfg.trainer.get("accelerator"))  # before any model loads
     synthetic = use_synthetic_data(cfg)
     if not synthetic:
         require_value_data(cfg.data.train_path, cfg.data.val_path)

@@ -8,7 +8,43 @@ Kept apart from :mod:`rectify.value_model` so the network code is one function, 
 from __future__ import annotations
 
 import argparse
+import functools
+import logging
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+@functools.cache
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub's host accepts a connection. Offline, transformers spends about 50 s on
+    retries before it says so; a load that knows the Hub is unreachable reads the local cache only and fails
+    in a second. Behind a proxy (``HTTPS_PROXY``) a direct connection proves nothing: the Hub counts as up."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    if any(os.environ.get(v) for v in PROXY_VARIABLES):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout_s).close()
+        return True
+    except OSError as exc:
+        log.warning("the Hugging Face Hub (%s) is unreachable (%s): Hub models load from the local cache only",
+                    url.hostname, exc)
+        return False
+
+
+def hub_load_kwargs(name_or_path: str | Path) -> dict[str, bool]:
+    """``from_pretrained`` keyword arguments for ``name_or_path``: ``local_files_only`` for a Hub name while the
+    Hub is unreachable; nothing for a local directory."""
+    if Path(name_or_path).is_dir() or hub_reachable():
+        return {}
+    return {"local_files_only": True}
 
 
 class HubPushError(RuntimeError):

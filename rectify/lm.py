@@ -35,6 +35,7 @@ from transformers import (
 from rectify import assets
 from rectify.config_utils import config_values
 from rectify.errors import InputError
+from rectify.hub import hub_load_kwargs
 from rectify.precision import dtype_name, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -337,7 +338,8 @@ def load_tokenizer(cfg: Any) -> PreTrainedTokenizerBase:
         tok = bundled_tokenizer(name)
     else:
         try:
-            tok = AutoTokenizer.from_pretrained(name, trust_remote_code=cfg.trust_remote_code)
+            tok = AutoTokenizer.from_pretrained(name, trust_remote_code=cfg.trust_remote_code,
+                                                **hub_load_kwargs(name))
         except Exception as exc:  # noqa: BLE001 - transformers raises many types here
             raise _hub_error(str(name), exc) from exc
     return with_pad_token(tok)
@@ -364,7 +366,8 @@ def load_lm(cfg: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
             raise LMLoadError(f"unknown lm.source {cfg.source!r}; use hub, local, smollm2 or gemma3")
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=_dtype(cfg.dtype), trust_remote_code=cfg.trust_remote_code, **cfg.extra
+                path, dtype=_dtype(cfg.dtype), trust_remote_code=cfg.trust_remote_code,
+                **(hub_load_kwargs(path) | cfg.extra)
             )
         except LMLoadError:
             raise

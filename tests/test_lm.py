@@ -117,3 +117,37 @@ def test_a_missing_local_dir_is_named_before_the_tokenizer_tries_the_hub(tmp_pat
 def test_vocabulary_check(gpt2_tok, smollm2_tok):
     assert same_vocabulary(gpt2_tok, gpt2_tok)
     assert not same_vocabulary(gpt2_tok, smollm2_tok)
+
+
+def test_an_unreachable_hub_loads_from_the_cache_only(monkeypatch, tmp_path):
+    """Offline, transformers retried for ~50 s before its error: a Hub name is then looked up in the local cache
+    only (local_files_only), a local dir as always, and a proxy counts as a way to the Hub."""
+    from rectify import hub
+    from rectify.lm import LMConfig, LMLoadError, load_tokenizer
+
+    def refused(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    for var in ("HF_HUB_OFFLINE", *hub.PROXY_VARIABLES):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(hub.socket, "create_connection", refused)
+    hub.hub_reachable.cache_clear()
+    asked = []
+
+    class Recorder:
+        @staticmethod
+        def from_pretrained(name, **kwargs):
+            asked.append(kwargs)
+            raise OSError("not in the cache")
+
+    monkeypatch.setattr("rectify.lm.AutoTokenizer", Recorder)
+    try:
+        with pytest.raises(LMLoadError, match="may be offline"):
+            load_tokenizer(LMConfig(source="hub", name_or_path="someone/some-model"))
+        assert asked[-1].get("local_files_only") is True
+        assert hub.hub_load_kwargs(tmp_path) == {}   # a local directory never asks the Hub
+        monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+        hub.hub_reachable.cache_clear()
+        assert hub.hub_load_kwargs("someone/some-model") == {}
+    finally:
+        hub.hub_reachable.cache_clear()

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rectify.hub import hub_load_kwargs
 from rectify.lm import LMLoadError, with_pad_token
 from rectify.scoring.base import Scorer, _check_texts, torch_threads
 
@@ -91,9 +92,11 @@ class HFClassifierScorer(Scorer):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         try:
-            tokenizer = with_pad_token(AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code))
+            hub = hub_load_kwargs(name_or_path)  # offline: the local cache only, at once
+            tokenizer = with_pad_token(AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
+                                                                     **hub))
             model = AutoModelForSequenceClassification.from_pretrained(
-                name_or_path, dtype=dtype, trust_remote_code=trust_remote_code)
+                name_or_path, dtype=dtype, trust_remote_code=trust_remote_code, **hub)
         except Exception as exc:  # noqa: BLE001 - transformers raises many types here
             raise hub_load_error(name_or_path, exc) from exc
         return tokenizer, model

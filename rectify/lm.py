@@ -367,7 +367,7 @@ def load_lm(cfg: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         try:
             model = AutoModelForCausalLM.from_pretrained(
                 path, dtype=_dtype(cfg.dtype), trust_remote_code=cfg.trust_remote_code,
-                **(hub_load_kwargs(path) | cfg.extra)
+                **{**hub_load_kwargs(path), **cfg.extra}  # extra may be a DictConfig (a Hydra lm config)
             )
         except LMLoadError:
             raise

@@ -151,3 +151,19 @@ def test_an_unreachable_hub_loads_from_the_cache_only(monkeypatch, tmp_path):
         assert hub.hub_load_kwargs("someone/some-model") == {}
     finally:
         hub.hub_reachable.cache_clear()
+
+
+def test_a_saved_model_loads_from_a_hydra_lm_config(tmp_path):
+    """lm.source=local from a composed (DictConfig) lm config, whose extra is a DictConfig: the from_pretrained
+    keywords are merged from both (a dict | DictConfig raised TypeError)."""
+    from omegaconf import OmegaConf
+
+    from rectify.lm import same_weights
+
+    model, tok = load_lm(tiny_lm_config("gpt2"))
+    model.save_pretrained(tmp_path / "mine")
+    tok.save_pretrained(tmp_path / "mine")
+    cfg = OmegaConf.create({"source": "local", "name_or_path": str(tmp_path / "mine"), "family": "gpt2",
+                            "dtype": "float32", "extra": {"low_cpu_mem_usage": True}})
+    loaded, loaded_tok = load_lm(cfg)
+    assert same_weights(loaded, model) and len(loaded_tok) == len(tok)

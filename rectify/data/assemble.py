@@ -170,13 +170,10 @@ def token_counter(tokenizer: Any):
     call, special tokens included, e.g. Gemma's ``<bos>``; as a DataModule sees it) are the prompt's. A token that
     spans the prompt's end (BPE merges ``"a "`` + ``"jerk"`` into ``" jerk"``) is the continuation's first action,
     as the fluency judge counts it (:func:`rectify.evaluation.perplexity.encode_continuation`)."""
-    from rectify.evaluation.perplexity import encode_continuation
+    from rectify.evaluation.perplexity import encode_continuation, prompt_length
 
     def count(prompts: list[str], texts: list[str]) -> list[int]:
-        out = []
-        for prompt, text in zip(prompts, texts, strict=True):
-            _, is_continuation = encode_continuation(tokenizer, prompt, text[len(prompt):])
-            out.append(is_continuation.index(True) if True in is_continuation else len(is_continuation))
-        return out
+        return [prompt_length(encode_continuation(tokenizer, prompt, text[len(prompt):])[1])
+                for prompt, text in zip(prompts, texts, strict=True)]
 
     return count

@@ -32,6 +32,18 @@ class ContinuationNLL:
     n_tokens: np.ndarray  # [N] int64
 
 
+def continuation_flags(ids: list[int], offsets: list[tuple[int, int]], prompt_chars: int,
+                       special: set[int]) -> list[bool]:
+    """Per token of a text whose first ``prompt_chars`` characters are its prompt: is it the continuation's? A token
+    ending past the prompt is (a BPE merge across the prompt's end is an action); special tokens (BOS) are not."""
+    return [end > prompt_chars and tid not in special for tid, (_, end) in zip(ids, offsets, strict=True)]
+
+
+def prompt_length(flags: list[bool]) -> int:
+    """The tokens before the first continuation token: the value data's ``prompt_len``."""
+    return flags.index(True) if True in flags else len(flags)
+
+
 def encode_continuation(tokenizer, prompt: str, continuation: str) -> tuple[list[int], list[bool]]:
     """Token ids of prompt+continuation and a per-token flag "is a continuation token" (module doc: a token
     straddling the prompt's end is the continuation's; the value data's ``prompt_len`` counts the same way)."""
@@ -39,9 +51,7 @@ def encode_continuation(tokenizer, prompt: str, continuation: str) -> tuple[list
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(full, return_offsets_mapping=True, add_special_tokens=True)
         ids = list(enc["input_ids"])
-        special = set(tokenizer.all_special_ids)
-        flags = [end > len(prompt) and tid not in special for tid, (_, end) in zip(ids, enc["offset_mapping"], strict=True)]
-        return ids, flags
+        return ids, continuation_flags(ids, enc["offset_mapping"], len(prompt), set(tokenizer.all_special_ids))
     ids = tokenizer(full, add_special_tokens=True)["input_ids"]
     prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"] if prompt else []
     split = 0

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from rectify.data.jsonl import numbered_lines, parse_object
 from rectify.errors import InputError
+from rectify.evaluation.perplexity import continuation_flags, prompt_length
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +64,6 @@ def _check(record: dict[str, Any], where: str, q_min: float, q_max: float) -> Va
         raise ValueDataError(f"{where}: 'prompt_chars' must be an integer from 0 to the text's {len(text)} "
                              f"characters, got {chars!r}")
     return ValueRecord(text, float(reward), prompt_len, where, chars)
-
-
-def prompt_tokens(ids: list[int], offsets: list[tuple[int, int]], prompt_chars: int, special: set[int]) -> int:
-    """How many leading tokens of a text are its prompt's, the first ``prompt_chars`` characters: a token that
-    ends past them (BPE merges across the prompt's end) is the continuation's, special tokens (BOS) the prompt's,
-    as :func:`rectify.evaluation.perplexity.encode_continuation` and the data pipeline count."""
-    for i, (tid, (_, end)) in enumerate(zip(ids, offsets, strict=True)):
-        if end > prompt_chars and tid not in special:
-            return i
-    return len(ids)
 
 
 class MissingValueData(InputError, FileNotFoundError):
@@ -134,7 +125,7 @@ class TokenizedValueDataset(Dataset):
         self.recounted = self.differed = 0
         for rec, ids, offs in zip(records, enc["input_ids"], offsets, strict=True):
             if offs is not None and rec.prompt_chars is not None:
-                n = prompt_tokens(ids, offs, rec.prompt_chars, special)
+                n = prompt_length(continuation_flags(ids, offs, rec.prompt_chars, special))  # as the pipeline counts
                 self.recounted += 1
                 self.differed += rec.prompt_len is not None and rec.prompt_len != n
                 rec = dataclasses.replace(rec, prompt_len=n)
